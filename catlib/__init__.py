@@ -1,0 +1,26 @@
+"""catlib: model merging on PyTorch state dicts — task vectors, the merging methods of the CAT Merging paper's
+tables (weight averaging, Fisher, RegMean, task arithmetic, TIES, TATR, Consensus, PCB, CAT) and AWD, with the
+statistics they need and the knowledge-conflict diagnostics.
+
+Public face::
+
+    import catlib
+    catlib.methods()                                   # names, hyperparameters, defaults
+    merged = catlib.merge("ties", theta0, [theta1, theta2], alpha=0.3)
+    merged = catlib.merge("cat", theta0, thetas, module=encoder, exemplars=[x1, x2], alpha=0.3, c=2, lam=1.0)
+    bench = catlib.load_benchmark("tiny"); catlib.evaluate(bench, merged)
+"""
+from .benchmarks import Benchmark, benchmark_names, load_benchmark
+from .errors import (CatlibError, HyperparameterError, IncompatibleStateDictError, MissingStatisticsError,
+                     NonFiniteError, UnknownMethodError)
+from .evaluate import average, evaluate
+from .merge import AWDResult, disentangle, get_method, merge, methods
+from .statedict import TaskVector, check_compatible, cosine_matrix, task_vector, task_vectors
+from .stats import Statistics, collect_statistics
+
+__version__ = "0.1.0"
+
+__all__ = ["merge", "methods", "get_method", "TaskVector", "task_vector", "task_vectors", "check_compatible",
+           "cosine_matrix", "collect_statistics", "Statistics", "disentangle", "AWDResult", "load_benchmark",
+           "benchmark_names", "Benchmark", "evaluate", "average", "CatlibError", "HyperparameterError",
+           "IncompatibleStateDictError", "MissingStatisticsError", "NonFiniteError", "UnknownMethodError"]

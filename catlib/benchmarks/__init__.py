@@ -1,0 +1,36 @@
+"""Benchmarks by name: ``load_benchmark("tiny")``, ``load_benchmark("vit-b-32", checkpoint_root=..., data_root=...)``.
+
+Each entry maps a name to a loader ``f(**kwargs) -> Benchmark``. Loaders import their heavy dependencies lazily, so
+``import catlib`` stays fast and a benchmark that cannot load reports why only when asked for.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Callable, Dict, List
+
+from .base import Benchmark, SPLITS, StateDict
+
+# name -> "module:function"; the function takes keyword arguments (tasks=, device=, ...) and returns a Benchmark.
+_BENCHMARKS: Dict[str, str] = {
+    "tiny": "catlib.benchmarks.tiny:load_tiny",
+    "tiny-large": "catlib.benchmarks.tiny:load_tiny_large",
+    "vit-b-32": "catlib.benchmarks.openclip:load_vit_b_32",
+    "vit-b-16": "catlib.benchmarks.openclip:load_vit_b_16",
+    "vit-l-14": "catlib.benchmarks.openclip:load_vit_l_14",
+}
+
+
+def benchmark_names() -> List[str]:
+    return sorted(_BENCHMARKS)
+
+
+def load_benchmark(name: str, **kwargs) -> Benchmark:
+    """Load a benchmark by name. Keyword arguments go to that benchmark's loader (``tasks``, ``device``, ...)."""
+    if name not in _BENCHMARKS:
+        raise KeyError(f"unknown benchmark {name!r}; available: {benchmark_names()}")
+    module_name, func_name = _BENCHMARKS[name].split(":")
+    loader: Callable[..., Benchmark] = getattr(importlib.import_module(module_name), func_name)
+    return loader(**kwargs)
+
+
+__all__ = ["Benchmark", "SPLITS", "StateDict", "load_benchmark", "benchmark_names"]

@@ -1,0 +1,90 @@
+"""The one interface every benchmark implements (the embedded tiny one and the real open_clip ones).
+
+A benchmark is: an encoder architecture, a pretrained state dict θ0, one fine-tuned state dict per task, a frozen
+classification head per task (the role CLIP's zero-shot text heads play), and data splits. Merge methods never see a
+benchmark: they see state dicts and the statistics computed from :meth:`Benchmark.exemplars`.
+
+Conventions
+-----------
+* State dicts are the *encoder's* (open_clip ``VisionTransformer`` keys such as ``conv1.weight``,
+  ``transformer.resblocks.0.attn.in_proj_weight``), fp32 on CPU.
+* A head maps encoder features ``(B, D)`` to logits ``(B, C_task)``; heads are frozen and shared by all models.
+* Images are float tensors ``(B, 3, H, W)`` already preprocessed for the encoder.
+* Splits are ``"train"``, ``"val"`` and ``"test"``. Hyperparameters are chosen on ``"val"``, reported on ``"test"``;
+  exemplars for data-dependent merges come from ``"train"``.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+StateDict = Dict[str, torch.Tensor]
+SPLITS = ("train", "val", "test")
+
+
+class Benchmark:
+    """Abstract benchmark. Subclasses fill the attributes in ``__init__`` and implement the methods below.
+
+    Attributes
+    ----------
+    name: benchmark name as given to :func:`catlib.load_benchmark`.
+    tasks: names of the tasks in use (a subset when ``tasks=`` was given), in a fixed order.
+    all_tasks: every task the benchmark has.
+    pretrained: θ0, the encoder state dict.
+    finetuned: task name → θ_t (same keys and shapes as ``pretrained``).
+    mtl: jointly fine-tuned encoder for the "Traditional MTL" row, or ``None`` when the benchmark has none.
+    heads: task name → frozen head module.
+    """
+
+    name: str
+    tasks: List[str]
+    all_tasks: List[str]
+    pretrained: StateDict
+    finetuned: Dict[str, StateDict]
+    mtl: Optional[StateDict]
+    heads: Dict[str, nn.Module]
+    device: torch.device = torch.device("cpu")
+
+    # --- architecture ---------------------------------------------------------------------------------------
+    def build_module(self) -> nn.Module:
+        """A fresh encoder module with θ0 loaded, in eval mode, on ``self.device``."""
+        raise NotImplementedError
+
+    # --- data ---------------------------------------------------------------------------------------------------
+    def loader(self, task: str, split: str, batch_size: int = 256) -> torch.utils.data.DataLoader:
+        """A deterministic (unshuffled) loader of ``(images, labels)`` for one task and split."""
+        raise NotImplementedError
+
+    def exemplars(self, task: str, n: int, seed: int = 0, labelled: bool = False):
+        """``n`` images drawn with ``seed`` from the task's training split: a tensor ``(n, 3, H, W)``, or
+        ``(images, labels)`` when ``labelled``."""
+        raise NotImplementedError
+
+    def class_names(self, task: str) -> List[str]:
+        raise NotImplementedError
+
+    # --- conveniences shared by all benchmarks -------------------------------------------------------------------
+    def finetuned_list(self, tasks: Optional[Sequence[str]] = None) -> List[StateDict]:
+        """Fine-tuned state dicts in task order (``tasks`` defaults to :attr:`tasks`)."""
+        return [self.finetuned[t] for t in self._check_tasks(tasks)]
+
+    def exemplar_batches(self, n: int, seed: int = 0, labelled: bool = False,
+                         tasks: Optional[Sequence[str]] = None) -> list:
+        """One exemplar batch per task, in task order (the ``exemplars=`` argument of :func:`catlib.merge`)."""
+        return [self.exemplars(t, n, seed=seed, labelled=labelled) for t in self._check_tasks(tasks)]
+
+    def head_list(self, tasks: Optional[Sequence[str]] = None) -> List[nn.Module]:
+        return [self.heads[t] for t in self._check_tasks(tasks)]
+
+    def _check_tasks(self, tasks: Optional[Sequence[str]]) -> List[str]:
+        if tasks is None:
+            return list(self.tasks)
+        unknown = [t for t in tasks if t not in self.all_tasks]
+        if unknown:
+            raise KeyError(f"{self.name}: unknown task(s) {unknown}; available: {self.all_tasks}")
+        return list(tasks)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, tasks={self.tasks})"

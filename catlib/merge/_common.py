@@ -1,0 +1,33 @@
+"""Small helpers shared by the merge methods."""
+from __future__ import annotations
+
+from typing import Iterator, List, Mapping, Sequence
+
+import torch
+
+Vectors = Sequence[Mapping[str, torch.Tensor]]
+
+
+def keys_of(vectors: Vectors) -> List[str]:
+    """Sorted keys of the task vectors (all share them)."""
+    return sorted(vectors[0])
+
+
+def stacked(vectors: Vectors, key: str) -> torch.Tensor:
+    """(K, *shape) fp32 stack of one key across the task vectors."""
+    return torch.stack([v[key].float() for v in vectors])
+
+
+def each_key(vectors: Vectors) -> Iterator[tuple]:
+    """Yields ``(key, (K, *shape) stack)`` key by key: the loop of every per-tensor method."""
+    for k in keys_of(vectors):
+        yield k, stacked(vectors, k)
+
+
+def chunks_of(vectors: Vectors, i: int):
+    """A callable giving task i's tensors one by one (for streaming thresholds)."""
+    return lambda: (vectors[i][k] for k in keys_of(vectors))
+
+
+def numel(vectors: Vectors) -> int:
+    return sum(vectors[0][k].numel() for k in keys_of(vectors))

@@ -1,0 +1,132 @@
+"""AWD, Adaptive Weight Disentanglement (Xiong et al., arXiv 2411.18729), reconstructed (no code was released).
+
+Each τ_i is split into a shared redundant vector δ and disentangled vectors τ̂_i = τ_i − δ, with δ minimising
+
+    L(δ) = mean_{i<j} |cos(τ̂_i, τ̂_j)| + penalty · ‖δ‖ / mean_i ‖τ_i‖
+
+(|cos|, a plain L2 norm smoothed by ε, and the penalty scaled by the task-vector norm so it has no units: our
+choices, see ../shared/paper/awd.md). δ starts at 0 and is optimised by Adam (``lr`` is relative to the RMS entry
+of the τ_i, since Adam's step is in parameter units). L depends on δ only through u_i = ⟨τ_i, δ⟩ and q = ‖δ‖²
+(⟨τ̂_i, τ̂_j⟩ = ⟨τ_i, τ_j⟩ − u_i − u_j + q), so each step is two streaming passes over the τ_i and the gradient is
+exact: ∇L = Σ_i (∂L/∂u_i) τ_i + 2 (∂L/∂q) δ. ``scope="global"`` uses one δ over the whole flattened model;
+``"per_tensor"`` one δ per tensor, with the cosines of that tensor's slices (losses summed).
+The disentangled vectors then go to task arithmetic (``awd_ta``) or TIES (``awd_ties``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Sequence
+
+import torch
+
+from ..statedict import StateDict, cosine_matrix
+from .registry import register
+from ._common import keys_of
+from .ties import ties_delta
+
+
+@dataclass
+class AWDResult:
+    vectors: List[StateDict]          # the disentangled τ̂_i
+    delta: StateDict                  # the redundant vector δ
+    losses: List[float]               # L(δ) per step (before each update), then the final value
+    cos_before: torch.Tensor          # (K, K) cosines of the τ_i
+    cos_after: torch.Tensor           # (K, K) cosines of the τ̂_i
+    delta_rel_norm: float             # ‖δ‖ / mean_i ‖τ_i‖
+
+
+def _block_loss(A: torch.Tensor, u: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, penalty: float,
+                eps: float = 1e-12) -> torch.Tensor:
+    K = A.shape[0]
+    M = A - u[:, None] - u[None, :] + q
+    d = M.diagonal().clamp_min(eps)
+    cos = M / torch.sqrt(d[:, None] * d[None, :])
+    iu = torch.triu_indices(K, K, 1)
+    return cos[iu[0], iu[1]].abs().mean() + penalty * torch.sqrt(q + eps) / scale
+
+
+def disentangle(vectors: Sequence[Mapping[str, torch.Tensor]], penalty: float = 0.1, steps: int = 300,
+                lr: float = 0.01, scope: str = "global", betas=(0.9, 0.999)) -> AWDResult:
+    """Optimise δ (see the module docstring) and return τ̂_i = τ_i − δ with diagnostics. Inputs are not modified."""
+    if scope not in ("global", "per_tensor"):
+        raise ValueError(f"scope must be 'global' or 'per_tensor', got {scope!r}")
+    K = len(vectors)
+    if K < 2:
+        raise ValueError("AWD needs at least two task vectors")
+    keys = keys_of(vectors)
+    blocks = [keys] if scope == "global" else [[k] for k in keys]
+    # per block: Gram of the τ_i, norm scale, lr
+    A, scale, step_size = [], [], []
+    for blk in blocks:
+        G = torch.zeros(K, K, dtype=torch.float64)
+        n = 0
+        for k in blk:
+            T = torch.stack([v[k].double().reshape(-1) for v in vectors])
+            G += T @ T.T
+            n += T.shape[1]
+        A.append(G)
+        norms = G.diagonal().clamp_min(0).sqrt()
+        scale.append(norms.mean().clamp_min(1e-30))
+        step_size.append(lr * math.sqrt(float(G.diagonal().mean()) / max(n, 1)))
+    delta = {k: torch.zeros_like(vectors[0][k], dtype=torch.float32) for k in keys}
+    m1 = {k: torch.zeros_like(d) for k, d in delta.items()}
+    m2 = {k: torch.zeros_like(d) for k, d in delta.items()}
+
+    def evaluate(with_grad: bool):
+        total, grads = 0.0, []
+        for b, blk in enumerate(blocks):
+            u = torch.tensor([sum(float((v[k].double() * delta[k].double()).sum()) for k in blk) for v in vectors],
+                             dtype=torch.float64, requires_grad=with_grad)
+            q = torch.tensor(sum(float((delta[k].double() ** 2).sum()) for k in blk), dtype=torch.float64,
+                             requires_grad=with_grad)
+            loss = _block_loss(A[b], u, q, scale[b], penalty)
+            total += float(loss.detach())
+            if with_grad:
+                gu, gq = torch.autograd.grad(loss, [u, q])
+                grads.append((gu.float(), float(gq)))
+        return total, grads
+
+    losses = []
+    for t in range(1, steps + 1):
+        loss, grads = evaluate(True)
+        losses.append(loss)
+        for b, blk in enumerate(blocks):
+            gu, gq = grads[b]
+            for k in blk:
+                g = sum(gu[i] * vectors[i][k].float() for i in range(K)) + 2 * gq * delta[k]
+                m1[k].mul_(betas[0]).add_(g, alpha=1 - betas[0])
+                m2[k].mul_(betas[1]).addcmul_(g, g, value=1 - betas[1])
+                mhat = m1[k] / (1 - betas[0] ** t)
+                vhat = m2[k] / (1 - betas[1] ** t)
+                delta[k] -= step_size[b] * mhat / (vhat.sqrt() + 1e-30)
+    losses.append(evaluate(False)[0])
+    hat = [{k: v[k].float() - delta[k] for k in keys} for v in vectors]
+    tv_norm = sum(math.sqrt(float(sum((v[k].double() ** 2).sum() for k in keys))) for v in vectors) / K
+    d_norm = math.sqrt(sum(float((d.double() ** 2).sum()) for d in delta.values()))
+    return AWDResult(hat, delta, losses, cosine_matrix([{k: v[k] for k in keys} for v in vectors]),
+                     cosine_matrix(hat), d_norm / max(tv_norm, 1e-30))
+
+
+_RANGES = {"alpha": (0.0, None), "penalty": (0.0, None), "steps": (0, 100000), "lr": (0.0, None)}
+_DOCS = {"alpha": "merge coefficient", "penalty": "weight of ‖δ‖ (relative to mean ‖τ_i‖)",
+         "steps": "Adam steps", "lr": "Adam step size relative to the RMS entry of the task vectors",
+         "scope": "one δ for the whole model (global) or one per tensor"}
+
+
+@register("awd_ta", ranges=_RANGES, choices={"scope": ("global", "per_tensor")}, docs=_DOCS)
+def awd_ta(pretrained, vectors, *, stats=None, alpha: float = 0.3, penalty: float = 0.1, steps: int = 300,
+           lr: float = 0.01, scope: str = "global"):
+    """Task arithmetic on AWD-disentangled task vectors: θ0 + α Σ_i (τ_i − δ)."""
+    hat = disentangle(vectors, penalty, steps, lr, scope).vectors
+    return {k: alpha * torch.stack([h[k] for h in hat]).sum(0) for k in keys_of(vectors)}
+
+
+@register("awd_ties", ranges=dict(_RANGES, k=(1e-9, 1.0)),
+          choices={"scope": ("global", "per_tensor"), "merge_func": ("sum", "mean", "max")},
+          docs=dict(_DOCS, k="TIES: fraction kept per task vector", merge_func="TIES disjoint merge"))
+def awd_ties(pretrained, vectors, *, stats=None, alpha: float = 0.3, penalty: float = 0.1, steps: int = 300,
+             lr: float = 0.01, scope: str = "global", k: float = 0.2, merge_func: str = "sum"):
+    """TIES on AWD-disentangled task vectors."""
+    hat = disentangle(vectors, penalty, steps, lr, scope).vectors
+    return ties_delta(hat, k, merge_func, "global", alpha)

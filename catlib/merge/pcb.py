@@ -1,0 +1,67 @@
+"""PCB merging, Parameter Competition Balancing (Du et al., NeurIPS 2024); the ViT code's variant (``pcb_ES.py``).
+
+Per task row i over the whole flattened model (D entries):
+1. clamp: a_i = clamp(|τ_i|, Q_i(ρ), Q_i(1−ρ)), τ̄_i = sign(τ_i) ⊙ a_i (ρ = ``clamp``, 0.01 in the vision code).
+2. Norm(x) = (x − min)/(max − min) per row; for a_i, min/max are the clamp bounds.
+3. intra-balancing β_intra,i = exp(K · Norm(a_i)²); inter-balancing β_inter,i = Σ_j tanh(ñ_i ⊙ ñ_j) with
+   ñ_i = sign(τ_i) ⊙ Norm(a_i) (j = i included); β_i = β_intra,i ⊙ β_inter,i.
+4. drop: t_i = (1−r)-quantile of β_i, s_i = Norm(max(β_i, t_i)), so all but the top ``ratio`` fraction become 0.
+5. τ_m = α Σ_i τ̄_i ⊙ s_i / max(Σ_i s_i, 1e-12); θ = θ0 + τ_m (α = λ of the paper; 1.2 in the vision code).
+Quantiles and min/max are streamed key by key (no K×D sort). The other code variants (``pcb.py``:
+tanh(τ_i ⊙ Σ_j ñ_j)) are selectable with ``inter="sum_first"``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..linalg import kth_largest, kth_largest_abs
+from .registry import register
+from ._common import keys_of, numel, stacked
+
+
+def _rows(vectors, fn):
+    """A callable streaming (K, n) chunks ``fn(key)`` key by key, for the per-row selections."""
+    K = len(vectors)
+    return lambda: (fn(key).reshape(K, -1) for key in keys_of(vectors))
+
+
+@register("pcb", ranges={"alpha": (0.0, None), "ratio": (1e-9, 1.0), "clamp": (0.0, 0.5)},
+          choices={"inter": ("pairwise", "sum_first")},
+          docs={"alpha": "merge coefficient (PCB's λ)", "ratio": "fraction of entries kept per task (r)",
+                "clamp": "outlier clamp quantile ρ", "inter": "inter-balancing variant"})
+def pcb(pretrained, vectors, *, stats=None, alpha: float = 1.2, ratio: float = 0.05, clamp: float = 0.01,
+        inter: str = "pairwise"):
+    """Intra- and inter-balancing scores, drop all but the top ratio, rescaled weighted merge."""
+    K, D = len(vectors), numel(vectors)
+    keys = keys_of(vectors)
+    absrows = _rows(vectors, lambda key: stacked(vectors, key))
+    hi = kth_largest_abs(absrows, [max(1, int(math.ceil(clamp * D)))] * K)
+    lo = kth_largest_abs(absrows, [max(1, D - int(math.floor(clamp * D)))] * K)
+    span = (hi - lo).clamp_min(1e-30)
+
+    def parts(key):
+        t = stacked(vectors, key)
+        shape = (K,) + (1,) * (t.dim() - 1)
+        a = torch.minimum(torch.maximum(t.abs(), lo.view(shape)), hi.view(shape))
+        na = (a - lo.view(shape)) / span.view(shape)
+        n = torch.sign(t) * na
+        intra = torch.exp(K * na ** 2)
+        if inter == "pairwise":
+            inter_s = torch.stack([torch.tanh(n[i] * n).sum(0) for i in range(K)])
+        else:
+            inter_s = torch.tanh(t * n.sum(0))
+        return t, torch.sign(t) * a, intra * inter_s
+
+    beta_rows = _rows(vectors, lambda key: parts(key)[2])
+    thr = kth_largest(beta_rows, [max(1, int(math.ceil(ratio * D)))] * K)
+    bmax = torch.stack([b.max(1).values for b in beta_rows()]).max(0).values
+    out = {}
+    for key in keys:
+        t, tbar, beta = parts(key)
+        shape = (K,) + (1,) * (t.dim() - 1)
+        b = torch.maximum(beta, thr.view(shape))
+        s = (b - thr.view(shape)) / (bmax - thr).clamp_min(1e-30).view(shape)
+        out[key] = alpha * (tbar * s).sum(0) / s.sum(0).clamp_min(1e-12)
+    return out
