@@ -69,29 +69,28 @@ def _topc_mask(score: torch.Tensor, c: int) -> torch.Tensor:
     return m
 
 
-@register("cat", needs=("gram", "norm_sq"),
-          ranges={"alpha": (0.0, None), "c": (0, None), "lam": (0.0, None), "c_norm": (0, None),
-                  "c_shift": (0, None), "lam_norm": (0.0, None), "tol": (1e-12, 1e-1)},
-          choices={"features": ("expert", "scaled"), "solver": ("auto", "krylov", "dense")},
-          docs={"alpha": "merge coefficient", "c": "removal basis size / mask size for linear weights",
-                "lam": "λ, weight of the intra-task deviation term (linear)",
-                "c_norm": "mask size for norm scales (None: c)", "lam_norm": "λ for norm scales (None: lam)",
-                "c_shift": "mask size for shifts (None: c)", "linear": "project linear weights",
-                "norm_scale": "mask norm scales", "shift": "mask shifts",
-                "features": "statistics from θ0+τ_k (expert) or θ0+ατ_k (scaled)",
-                "rescale_norm": "rescale each trimmed tensor to its original Frobenius norm",
-                "solver": "top-c eigensolver: Krylov on the implicit operator, dense eigh, or auto",
-                "tol": "relative residual tolerance of the Krylov solver"})
-def cat(pretrained, vectors, *, stats=None, alpha: float = 0.3, c: int = 2, lam: float = 1.0,
-        c_norm: Optional[int] = None, lam_norm: Optional[float] = None, c_shift: Optional[int] = None,
-        linear: bool = True, norm_scale: bool = True, shift: bool = True, features: str = "expert",
-        rescale_norm: bool = False, solver: str = "auto", tol: float = 1e-5):
-    """Conflict-aware trimming of every task vector against every other task, then task arithmetic."""
+def trim(vectors, stats, *, c: int = 2, lam: float = 1.0, c_norm: Optional[int] = None,
+         lam_norm: Optional[float] = None, c_shift: Optional[int] = None, linear: bool = True,
+         norm_scale: bool = True, shift: bool = True, rescale_norm: bool = False, solver: str = "auto",
+         tol: float = 1e-5) -> List[dict]:
+    """The trimmed task vectors τ̃_i (Algorithm 1, steps 2-3): a list of K state dicts."""
+    K = len(vectors)
+    out = [dict() for _ in range(K)]
+    for key, T in trimmed_stacks(vectors, stats, c=c, lam=lam, c_norm=c_norm, lam_norm=lam_norm, c_shift=c_shift,
+                                 linear=linear, norm_scale=norm_scale, shift=shift, rescale_norm=rescale_norm,
+                                 solver=solver, tol=tol):
+        for i in range(K):
+            out[i][key] = T[i]
+    return out
+
+
+def trimmed_stacks(vectors, stats, *, c, lam, c_norm, lam_norm, c_shift, linear, norm_scale, shift, rescale_norm,
+                   solver, tol):
+    """Yields ``(key, (K, *shape) stack of the trimmed τ̃_i[key])`` key by key (bases from the original τ)."""
     K = len(vectors)
     c_norm = c if c_norm is None else c_norm
     c_shift = c if c_shift is None else c_shift
     lam_norm = lam if lam_norm is None else lam_norm
-    out = {}
     for key in keys_of(vectors):
         info = stats.layers.get(key, LayerInfo("other"))
         T = stacked(vectors, key)
@@ -129,8 +128,31 @@ def cat(pretrained, vectors, *, stats=None, alpha: float = 0.3, c: int = 2, lam:
         if rescale_norm:
             new = T.reshape(K, -1).norm(dim=1).clamp_min(1e-30)
             T = T * (orig_norms / new).view(K, *([1] * (T.dim() - 1)))
-        out[key] = alpha * T.sum(0)
-    return out
+        yield key, T
+
+
+@register("cat", needs=("gram", "norm_sq"),
+          ranges={"alpha": (0.0, None), "c": (0, None), "lam": (0.0, None), "c_norm": (0, None),
+                  "c_shift": (0, None), "lam_norm": (0.0, None), "tol": (1e-12, 1e-1)},
+          choices={"features": ("expert", "scaled"), "solver": ("auto", "krylov", "dense")},
+          docs={"alpha": "merge coefficient", "c": "removal basis size / mask size for linear weights",
+                "lam": "λ, weight of the intra-task deviation term (linear)",
+                "c_norm": "mask size for norm scales (None: c)", "lam_norm": "λ for norm scales (None: lam)",
+                "c_shift": "mask size for shifts (None: c)", "linear": "project linear weights",
+                "norm_scale": "mask norm scales", "shift": "mask shifts",
+                "features": "statistics from θ0+τ_k (expert) or θ0+ατ_k (scaled)",
+                "rescale_norm": "rescale each trimmed tensor to its original Frobenius norm",
+                "solver": "top-c eigensolver: Krylov on the implicit operator, dense eigh, or auto",
+                "tol": "relative residual tolerance of the Krylov solver"})
+def cat(pretrained, vectors, *, stats=None, alpha: float = 0.3, c: int = 2, lam: float = 1.0,
+        c_norm: Optional[int] = None, lam_norm: Optional[float] = None, c_shift: Optional[int] = None,
+        linear: bool = True, norm_scale: bool = True, shift: bool = True, features: str = "expert",
+        rescale_norm: bool = False, solver: str = "auto", tol: float = 1e-5):
+    """Conflict-aware trimming of every task vector against every other task, then task arithmetic."""
+    stacks = trimmed_stacks(vectors, stats, c=c, lam=lam, c_norm=c_norm, lam_norm=lam_norm, c_shift=c_shift,
+                            linear=linear, norm_scale=norm_scale, shift=shift, rescale_norm=rescale_norm,
+                            solver=solver, tol=tol)
+    return {key: alpha * T.sum(0) for key, T in stacks}
 
 
 def _stats_options(hp):

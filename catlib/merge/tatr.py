@@ -2,16 +2,18 @@
 
 Conflict score per entry: Ω = Σ_i Σ_{j≠i} ḡ_i ⊙ |τ_j| = (Σ_i ḡ_i) ⊙ (Σ_j |τ_j|) − Σ_i ḡ_i ⊙ |τ_i|, where ḡ_i is the
 mean absolute per-example gradient of task i's loss at θ0 (labelled exemplars, task i's head). The entries with the
-largest Ω (the top ``remove_ratio`` fraction over the whole model; FusionBench's quantile 0.99 = 1%) are removed
-from every task vector: θ = θ0 + α Σ_i m ⊙ τ_i with m = 1[Ω < t]. ``zero_shot=True`` uses ḡ_i := |τ_i| (no data).
+largest Ω (the top ``remove_ratio`` fraction over the whole model, ties at the threshold included; FusionBench's
+quantile 0.99 = 1%) are removed from every task vector: θ = θ0 + α Σ_i m ⊙ τ_i with m = 1[Ω < t]. ``zero_shot=True`` uses ḡ_i := |τ_i| (no data).
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
-from ..linalg import quantile_stream
+from ..linalg import kth_largest
 from .registry import register
-from ._common import keys_of, stacked
+from ._common import keys_of, numel, stacked
 from .ties import ties_delta
 
 
@@ -26,7 +28,8 @@ def trust_region_mask(vectors, stats, remove_ratio: float, zero_shot: bool):
     keys = keys_of(vectors)
     if remove_ratio <= 0:
         return {k: torch.ones_like(vectors[0][k], dtype=torch.bool) for k in keys}
-    thr = quantile_stream(lambda: (_omega(vectors, stats, zero_shot, k) for k in keys), 1.0 - remove_ratio)
+    n_remove = max(1, int(math.ceil(remove_ratio * numel(vectors))))
+    thr = kth_largest(lambda: (_omega(vectors, stats, zero_shot, k) for k in keys), n_remove)
     return {k: _omega(vectors, stats, zero_shot, k) < thr for k in keys}
 
 
