@@ -32,7 +32,11 @@ def check_finite(sd: Mapping[str, torch.Tensor], name: str = "state dict") -> No
     """Raise :class:`NonFiniteError` naming the first key holding NaN or Inf."""
     for k in sorted(sd):
         v = sd[k]
-        if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
+        if not (torch.is_tensor(v) and v.is_floating_point()):
+            continue
+        if bool(torch.isfinite(v.sum())):  # fast path: a finite sum means no NaN/Inf (overflow falls through)
+            continue
+        if not bool(torch.isfinite(v).all()):
             kind = "NaN" if bool(torch.isnan(v).any()) else "Inf"
             raise NonFiniteError(f"{name}: key {k!r} contains {kind} values")
 
@@ -116,6 +120,11 @@ class LazyTaskVector(Mapping):
     def __len__(self) -> int:
         return len(self._keys)
 
+    @property
+    def parts(self):
+        """(θ0, θ_ft): lets sums use Σ θ_i − K θ0 instead of K subtractions."""
+        return self._p, self._f
+
 
 def apply(pretrained: Mapping[str, torch.Tensor], delta: Mapping[str, torch.Tensor], scale: float = 1.0) -> StateDict:
     """θ0 + scale·δ as a new state dict: keys of ``delta`` are added (in fp32, cast back to θ0's dtype); every
@@ -123,7 +132,7 @@ def apply(pretrained: Mapping[str, torch.Tensor], delta: Mapping[str, torch.Tens
     out: StateDict = {}
     for k, v in pretrained.items():
         if k in delta:
-            out[k] = (v.float() + scale * delta[k].float()).to(v.dtype)
+            out[k] = torch.add(v.float(), delta[k].float(), alpha=scale).to(v.dtype)
         else:
             out[k] = v.clone()
     return out

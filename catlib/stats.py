@@ -309,14 +309,16 @@ def collect_statistics(module: nn.Module, pretrained: StateDict, finetuned: Sequ
     if missing:
         raise KeyError(f"module parameter {missing[0]!r} is not in the pretrained state dict "
                        "(is this the right architecture?)")
-    fkeys = float_keys(pretrained)
+    fkeys = set(float_keys(pretrained))
     for t, (ft, batch) in enumerate(progress(list(zip(finetuned, exemplars)), desc="statistics")):
         x, y = _split_exemplars(batch)
         x = x.to(device)
         if "gram" in needs or "norm_sq" in needs:
-            expert = {k: (pretrained[k].float() + expert_scale * (ft[k].float() - pretrained[k].float()))
-                      if k in fkeys else pretrained[k] for k in pretrained}
-            _load(model, expert)
+            if expert_scale == 1.0:
+                _load(model, ft)
+            else:  # θ0 + s·(θ_k − θ0), key by key
+                _load(model, {k: torch.lerp(pretrained[k].float(), ft[k].float(), expert_scale)
+                              if k in fkeys else pretrained[k] for k in pretrained})
             rec = _Recorder(model, info)
             try:
                 with torch.no_grad():

@@ -24,6 +24,20 @@ def each_key(vectors: Vectors) -> Iterator[tuple]:
         yield k, stacked(vectors, k)
 
 
+def summed(vectors: Vectors, key: str) -> torch.Tensor:
+    """Σ_i τ_i[key] in fp32, accumulated in place (no (K, *shape) stack)."""
+    lazy = [getattr(v, "parts", None) for v in vectors]
+    if all(lazy) and all(l[0] is lazy[0][0] for l in lazy):  # Σ (θ_i − θ0) = Σ θ_i − K θ0: half the traffic
+        acc = lazy[0][1][key].float().clone()
+        for l in lazy[1:]:
+            acc += l[1][key]
+        return acc.sub_(lazy[0][0][key].float(), alpha=len(vectors))
+    acc = vectors[0][key].float().clone()
+    for v in vectors[1:]:
+        acc += v[key].float()
+    return acc
+
+
 def chunks_of(vectors: Vectors, i: int):
     """A callable giving task i's tensors one by one (for streaming thresholds)."""
     return lambda: (vectors[i][k] for k in keys_of(vectors))

@@ -25,7 +25,7 @@ from typing import List, Optional
 
 import torch
 
-from ..linalg import top_eigh
+from ..linalg import top_eigh, torch_threads
 from ..stats import LayerInfo
 from .registry import register
 from ._common import keys_of, stacked
@@ -46,18 +46,18 @@ def removal_bases(taus: List[torch.Tensor], factors: List[torch.Tensor], c: int,
     for s in sizes:
         offs.append(offs[-1] + s)
     blk = lambda i, j: P[i][:, offs[j]:offs[j + 1]]
-    bases = []
-    for k in range(K):
-        A = torch.cat([blk(i, k) for i in range(K) if i != k], dim=1)   # conflict term factors
-        B = torch.cat([blk(i, i) for i in range(K) if i != k], dim=1)   # deviation term factors
+    def solve(k: int) -> torch.Tensor:
+        A = torch.cat([blk(i, k) for i in range(K) if i != k], dim=1)   # conflict term: Σ_{i≠k} P_ik P_ikᵀ
+        B = torch.cat([blk(i, i) for i in range(K) if i != k], dim=1)   # deviation term: Σ_{i≠k} P_ii P_iiᵀ
         if solver == "dense" or (solver == "auto" and out <= 512):
             M = A @ A.T - lam * (B @ B.T)
-            w, U = torch.linalg.eigh(0.5 * (M + M.T).double())
-            bases.append(U[:, -c:].flip(1).float())
-        else:
-            mv = lambda V, A=A, B=B: A @ (A.T @ V) - lam * (B @ (B.T @ V))
-            _, U = top_eigh(mv, out, c, dtype=torch.float32, tol=tol, seed=seed + k)
-            bases.append(U)
+            _, U = torch.linalg.eigh(0.5 * (M + M.T).double())
+            return U[:, -c:].flip(1).float()                        # eigh is ascending: top-c = last columns
+        mv = lambda V: A @ (A.T @ V) - lam * (B @ (B.T @ V))
+        return top_eigh(mv, out, c, dtype=torch.float32, tol=tol, seed=seed + k)[1]
+
+    with torch_threads(1):  # the solves are sequences of skinny products: one thread is faster
+        bases = [solve(k) for k in range(K)]
     return bases
 
 

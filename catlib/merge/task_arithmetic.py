@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from .registry import register
-from ._common import each_key
+from ._common import keys_of, summed
 
 
 @register("task_arithmetic", ranges={"alpha": (0.0, None)},
           docs={"alpha": "merge coefficient; 0.3 is the AdaMerging/FusionBench ViT-B/32 default"})
 def task_arithmetic(pretrained, vectors, *, stats=None, alpha: float = 0.3):
     """Sum of task vectors scaled by α."""
-    return {k: alpha * t.sum(0) for k, t in each_key(vectors)}
+    return {k: summed(vectors, k).mul_(alpha) for k in keys_of(vectors)}

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from .registry import register
-from ._common import each_key
+from ._common import keys_of, summed
 
 
 @register("weight_average")
 def weight_average(pretrained, vectors, *, stats=None):
     """Plain average of the fine-tuned weights (no hyperparameters)."""
-    return {k: t.mean(0) for k, t in each_key(vectors)}
+    return {k: summed(vectors, k).div_(len(vectors)) for k in keys_of(vectors)}

@@ -1,0 +1,177 @@
+"""Wall time and peak memory of every merge method at real ViT-B/32 scale.
+
+Setting: the open_clip ViT-B/32 visual tower with random weights (``open_clip.create_model('ViT-B-32',
+pretrained=None).visual``, 87.85 M parameters), 8 synthetic fine-tuned models (θ0 + a low-rank part + noise per
+task), statistics from ``--exemplars`` random 224×224 images per task (50 tokens each) collected with the real
+hooks. Each method runs in a fresh subprocess so its peak RSS is its own; the merge is timed with its statistics
+already computed (the statistics' own time is a separate row). Prints a table with the ratio to task arithmetic
+measured in the same run, then one JSON line ``{method: {"seconds": s, "peak_mb": m}}``.
+
+``peak_mb`` is the peak resident memory of the process minus its memory before the inputs were created, so it
+counts the inputs (θ0 + 8 models, ``inputs_mb``) plus everything the merge allocates; the target is
+``peak_mb ≤ 2 × inputs_mb``.
+
+    python benchmarks/merge_cost.py                     # all methods, CPU
+    python benchmarks/merge_cost.py --methods cat ties --device cuda
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+HPARAMS = {"awd_ta": {"steps": 50}, "awd_ties": {"steps": 50}}  # AWD: fewer Adam steps than the default 300
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def make_inputs(K: int, seed: int):
+    import open_clip
+    torch.manual_seed(seed)
+    visual = open_clip.create_model("ViT-B-32", pretrained=None).visual.eval()
+    p = {k: v.detach().clone() for k, v in visual.state_dict().items()}
+    g = torch.Generator().manual_seed(seed + 1)
+    fts = []
+    for _ in range(K):
+        ft = {}
+        for k, v in p.items():
+            if v.dim() >= 2:
+                m = v.reshape(v.shape[0], -1)
+                r = 8
+                low = (torch.randn(m.shape[0], r, generator=g) @ torch.randn(r, m.shape[1], generator=g)) / r
+                ft[k] = v + (1e-3 * low + 3e-4 * torch.randn(m.shape, generator=g)).reshape(v.shape)
+            else:
+                ft[k] = v + 1e-3 * torch.randn(v.shape, generator=g)
+        fts.append(ft)
+    return visual, p, fts
+
+
+def child(method: str, K: int, n_ex: int, seed: int, device: str) -> dict:
+    import catlib
+    from catlib.stats import collect_statistics
+
+    torch.manual_seed(seed)
+    base = rss_mb()
+    visual, p, fts = make_inputs(K, seed)
+    inputs_mb = sum(v.numel() * v.element_size() for sd in [p] + fts for v in sd.values()) / 2 ** 20
+    spec = catlib.get_method(method)
+    needs = spec.needs_for(HPARAMS.get(method))
+    stats, stats_s = None, 0.0
+    if needs:
+        g = torch.Generator().manual_seed(seed + 2)
+        ex = [(torch.randn(n_ex, 3, 224, 224, generator=g), torch.randint(0, 10, (n_ex,), generator=g))
+              for _ in range(K)]
+        heads = [torch.nn.Linear(512, 10) for _ in range(K)]
+        t = time.perf_counter()
+        stats = collect_statistics(visual, p, fts, ex if spec.labelled else [e[0] for e in ex], needs=needs,
+                                   heads=heads)
+        stats_s = time.perf_counter() - t
+    del visual
+    t = time.perf_counter()
+    out = catlib.merge(method, p, fts, stats=stats, **HPARAMS.get(method, {}))
+    seconds = time.perf_counter() - t
+    assert set(out) == set(p)
+    return {"seconds": seconds, "peak_mb": peak_rss_mb() - base, "inputs_mb": inputs_mb, "stats_seconds": stats_s}
+
+
+def stats_child(K: int, n_ex: int, seed: int) -> dict:
+    from catlib.stats import collect_statistics
+    visual, p, fts = make_inputs(K, seed)
+    g = torch.Generator().manual_seed(seed + 2)
+    ex = [torch.randn(n_ex, 3, 224, 224, generator=g) for _ in range(K)]
+    t = time.perf_counter()
+    collect_statistics(visual, p, fts, ex, needs=("gram", "norm_sq"))
+    return {"seconds": time.perf_counter() - t}
+
+
+def solver_check(seed: int) -> dict:
+    """Top-c solver vs torch.linalg.eigh on a near-isotropic ViT-B/32-shaped problem (relative objective error)."""
+    from catlib.linalg import top_eigh
+    g = torch.Generator().manual_seed(seed)
+    n, c = 3072, 4
+    A = torch.randn(n, 7 * 200, generator=g) / 40  # near-isotropic: relative eigen-gaps well below 1 %
+    B = torch.randn(n, 7 * 200, generator=g) / 40
+    mv = lambda V: A @ (A.T @ V) - 1.0 * (B @ (B.T @ V))
+    t = time.perf_counter()
+    _, U = top_eigh(mv, n, c, dtype=torch.float32, tol=1e-5)
+    krylov_s = time.perf_counter() - t
+    M = (A.double() @ A.double().T - B.double() @ B.double().T)
+    t = time.perf_counter()
+    w = torch.linalg.eigvalsh(M)
+    eigh_s = time.perf_counter() - t
+    best = float(w[-c:].sum())
+    got = float(torch.trace(U.double().T @ M @ U.double()))
+    return {"rel_objective_error": abs(best - got) / abs(best), "krylov_seconds": krylov_s, "eigh_seconds": eigh_s}
+
+
+def main(argv=None) -> None:
+    import catlib
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--methods", nargs="*", default=None)
+    ap.add_argument("--tasks", type=int, default=8)
+    ap.add_argument("--exemplars", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.child:
+        res = {"__stats__": lambda: stats_child(a.tasks, a.exemplars, a.seed),
+               "__solver__": lambda: solver_check(a.seed)}.get(a.child, lambda: child(a.child, a.tasks, a.exemplars,
+                                                                                     a.seed, a.device))()
+        print("RESULT " + json.dumps(res))
+        return
+    names = a.methods or list(catlib.methods())
+    if "task_arithmetic" not in names:
+        names = ["task_arithmetic"] + names
+
+    def run(name: str) -> dict:
+        cmd = [sys.executable, os.path.abspath(__file__), "--child", name, "--tasks", str(a.tasks), "--exemplars",
+               str(a.exemplars), "--seed", str(a.seed), "--device", a.device]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "CATLIB_PROGRESS": "0"})
+        line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+        if proc.returncode or not line:
+            raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
+        return json.loads(line[-1][7:])
+
+    print(f"ViT-B/32 visual tower, {a.tasks} task vectors, {a.exemplars} exemplars/task, torch "
+          f"{torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    results = {}
+    for n in names:
+        results[n] = run(n)
+        print(f"  {n}: {results[n]['seconds']:.2f} s, peak {results[n]['peak_mb']:.0f} MB", flush=True)
+    st = run("__stats__")
+    sol = run("__solver__")
+    ta = results["task_arithmetic"]["seconds"]
+    inputs = results["task_arithmetic"]["inputs_mb"]
+    print()
+    print(f"{'method':<16} {'seconds':>9} {'× TA':>8} {'peak MB':>9} {'peak/inputs':>12} {'stats s':>8}")
+    for n, r in results.items():
+        print(f"{n:<16} {r['seconds']:>9.2f} {r['seconds'] / ta:>8.1f} {r['peak_mb']:>9.0f} "
+              f"{r['peak_mb'] / inputs:>12.2f} {r['stats_seconds']:>8.2f}")
+    print(f"inputs (θ0 + {a.tasks} models, fp32): {inputs:.0f} MB")
+    print(f"statistics for {a.tasks} experts (Gram + norm, {a.exemplars} images each): {st['seconds']:.2f} s")
+    print(f"top-c solver on a near-isotropic 3072×3072 operator: relative objective error "
+          f"{sol['rel_objective_error']:.2e} in {sol['krylov_seconds']:.2f} s (dense eigvalsh "
+          f"{sol['eigh_seconds']:.2f} s)")
+    print(json.dumps({n: {"seconds": round(r["seconds"], 3), "peak_mb": round(r["peak_mb"], 1)}
+                      for n, r in results.items()}))
+
+
+if __name__ == "__main__":
+    main()

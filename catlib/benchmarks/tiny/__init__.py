@@ -1,0 +1,145 @@
+"""The embedded tiny benchmark: eight procedural 32x32 tasks, a CLIP-style ViT encoder, a shipped model zoo.
+
+``load_tiny()`` (benchmark name ``"tiny"``, a ViT-B/32-like encoder) and ``load_tiny_large()`` (``"tiny-large"``,
+wider and deeper, L/14-like) return a :class:`~catlib.benchmarks.base.Benchmark`. The zoo lives in
+``data/tiny/<size>/`` and is built by ``python -m catlib.benchmarks.tiny.zoo build --size default|large``.
+
+For the book: :func:`task_table` (one dict per task) and :func:`example_grid` (a grid of example images per task).
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..base import SPLITS, Benchmark, StateDict
+from . import data as _data
+from .data import TASK_NAMES, task_info
+from .model import PrototypeHead, build_encoder, to_tensor
+from .zoo import ZooError, default_root, load_heads, load_state, read_manifest, sha256_array, task_data, verify_zoo
+
+
+class TinyBenchmark(Benchmark):
+    """The tiny benchmark at one size, loaded from its zoo (sha256-verified)."""
+
+    def __init__(self, size: str = "default", tasks: Optional[Sequence[str]] = None, device="auto",
+                 root: Optional[Path] = None, verify: bool = True):
+        from ...device import resolve_device
+
+        self.size = size
+        self.root = Path(root) if root is not None else default_root(size)
+        self.manifest = read_manifest(self.root, size)
+        if verify:
+            verify_zoo(self.root, self.manifest)
+        self.config = self.manifest["config"]
+        self.name = self.manifest["benchmark"]
+        self.all_tasks = list(self.manifest["tasks"])
+        self.tasks = self._check_tasks(tasks) if tasks is not None else list(self.all_tasks)
+        self.device = resolve_device(device)
+        self.pretrained = load_state(self.root, self.manifest, "pretrained")
+        self.finetuned = {t: load_state(self.root, self.manifest, f"finetuned/{t}") for t in self.all_tasks}
+        self.mtl = load_state(self.root, self.manifest, "mtl")
+        self.heads: Dict[str, nn.Module] = {t: h.to(self.device).eval()
+                                            for t, h in load_heads(self.root, self.manifest).items()}
+        self.task_info = {t: self.manifest["task_info"][t] for t in self.all_tasks}
+        self._data: Dict = {}
+        self._tensors: Dict = {}
+
+    # architecture
+    def build_module(self) -> nn.Module:
+        enc = build_encoder(self.config["model"])
+        enc.load_state_dict(self.pretrained)
+        return enc.to(self.device).eval()
+
+    # data
+    def _arrays(self, task: str, split: str):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if task not in self.all_tasks:
+            raise KeyError(f"{self.name}: unknown task {task!r}; available: {self.all_tasks}")
+        key = (task, split)
+        if key not in self._data:
+            x, y = task_data(task, split, self.config["data"])
+            want = self.manifest.get("data_sha256", {}).get(task, {}).get(split)
+            if want is not None and sha256_array(x, y) != want:
+                warnings.warn(f"{self.name}: generated data for {task}/{split} differs from the data the zoo was "
+                              f"built on (another numpy/Pillow/FreeType version?); accuracies may differ slightly "
+                              f"from the manifest", RuntimeWarning, stacklevel=3)
+            self._data[key] = (x, y)
+        return self._data[key]
+
+    def _tensor(self, task: str, split: str):
+        key = (task, split)
+        if key not in self._tensors:
+            x, y = self._arrays(task, split)
+            self._tensors[key] = (to_tensor(x), torch.from_numpy(y))
+        return self._tensors[key]
+
+    def loader(self, task: str, split: str, batch_size: int = 256) -> torch.utils.data.DataLoader:
+        x, y = self._tensor(task, split)
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch_size,
+                                           shuffle=False)
+
+    def exemplars(self, task: str, n: int, seed: int = 0, labelled: bool = False):
+        x, y = self._tensor(task, "train")
+        if not 0 < n <= len(x):
+            raise ValueError(f"n must be in 1..{len(x)}, got {n}")
+        idx = torch.from_numpy(np.random.default_rng(seed).choice(len(x), size=n, replace=False))
+        return (x[idx], y[idx]) if labelled else x[idx]
+
+    def class_names(self, task: str) -> List[str]:
+        if task not in self.all_tasks:
+            raise KeyError(f"{self.name}: unknown task {task!r}; available: {self.all_tasks}")
+        return list(self.task_info[task]["class_names"])
+
+    def manifest_accuracy(self, row: str = "individual") -> Dict[str, float]:
+        """Test accuracies recorded at build time: row in pretrained, individual, mtl, weight_averaging,
+        task_arithmetic."""
+        r = self.manifest["results"]
+        return dict(r["task_arithmetic"]["test"] if row == "task_arithmetic" else r[row])
+
+
+def load_tiny(tasks: Optional[Sequence[str]] = None, device="auto", root: Optional[Path] = None,
+              verify: bool = True) -> TinyBenchmark:
+    """The tiny benchmark (ViT-B/32-like encoder, name ``"tiny"``)."""
+    return TinyBenchmark("default", tasks=tasks, device=device, root=root, verify=verify)
+
+
+def load_tiny_large(tasks: Optional[Sequence[str]] = None, device="auto", root: Optional[Path] = None,
+                    verify: bool = True) -> TinyBenchmark:
+    """The large tiny benchmark (wider/deeper, L/14-like encoder, name ``"tiny-large"``)."""
+    return TinyBenchmark("large", tasks=tasks, device=device, root=root, verify=verify)
+
+
+def task_table() -> List[dict]:
+    """One dict per task: name, analogue (the paper's dataset), n_classes, description, class_names."""
+    return [task_info()[t] for t in TASK_NAMES]
+
+
+def example_grid(task: str, n: int = 8, rows: Optional[int] = None, seed: int = 0, scale: int = 2,
+                 as_figure: bool = False):
+    """Example images of ``task``: up to ``rows`` classes (default 8), ``n`` images per class, as a uint8 array
+    ``(H, W, 3)``; with ``as_figure=True`` a matplotlib figure with the class names on the left."""
+    arr = _data.example_grid_array(task, n=n, seed=seed, scale=scale, classes=rows)
+    if not as_figure:
+        return arr
+    import matplotlib.pyplot as plt
+
+    names = task_info()[task]["class_names"]
+    nrows = min(len(names), rows or 8)
+    fig, ax = plt.subplots(figsize=(arr.shape[1] / 60 + 1.6, arr.shape[0] / 60))
+    ax.imshow(arr, interpolation="nearest")
+    tile = arr.shape[0] / nrows
+    ax.set_yticks([tile * (r + .5) for r in range(nrows)], names[:nrows], fontsize=8)
+    ax.set_xticks([])
+    ax.set_title(f"{task} (analogue of {task_info()[task]['analogue']})", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+__all__ = ["TinyBenchmark", "load_tiny", "load_tiny_large", "task_table", "example_grid", "task_info",
+           "TASK_NAMES", "PrototypeHead", "ZooError"]

@@ -1,0 +1,843 @@
+"""Procedural 32x32 RGB tasks of the tiny benchmark, and the pretraining source.
+
+Eight tasks, each an analogue of one of the paper's eight vision datasets, each with its own visual statistics
+(renderer, palette, background, scale), as the real datasets have:
+
+============  ==========  =======  =============================================================================
+task          analogue    classes  what an image is
+============  ==========  =======  =============================================================================
+scenes        SUN397      20       a landscape: sky (day, dusk, night, overcast) x ground (grass, sand, snow,
+                                   water, city), with clutter (clouds, trees, buildings)
+vehicles      Cars        12       side view of a vehicle body type on a road, random paint, scale and facing
+aerial        RESISC45    15       crisp top-down geometric scene (farmland, runway, parking lot, ...), any
+                                   rotation
+landcover     EuroSAT     10       blurry low-resolution satellite tile with a "multispectral" palette
+streetnum     SVHN        10       a font digit in the centre of a coloured crop, neighbouring digits and clutter
+signs         GTSRB       32       a traffic sign (shape x colour scheme x pictogram) on a blurred street backdrop
+handwritten   MNIST       10       sklearn's real 8x8 handwritten digits, upscaled, white on black
+textures      DTD         24       procedural textures (striped, honeycombed, cracked, ...), random palette/rotation
+============  ==========  =======  =============================================================================
+
+Everything is deterministic given the seed. Images are ``uint8`` arrays ``(N, 32, 32, 3)``; labels ``int64``.
+
+The pretraining source (:func:`make_source`) renders glyphs (Latin, Greek, Cyrillic letters, symbols and shapes:
+none of the tasks' classes) in a mixture of all the tasks' styles, with the foreground and background colours as
+regression targets, so the pretrained encoder sees colour, texture and layout primitives the tasks share.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from typing import Callable, Dict, List, Tuple
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+S = 32  # image side
+
+# ------------------------------------------------------------------------------------------------------------------
+# small helpers
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _font_dir() -> str:
+    import matplotlib
+
+    return os.path.join(matplotlib.get_data_path(), "fonts", "ttf")
+
+
+FONT_FILES = ["DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSans-BoldOblique.ttf",
+              "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSerif-Italic.ttf", "DejaVuSansMono.ttf",
+              "DejaVuSansMono-Bold.ttf", "STIXGeneral.ttf", "STIXGeneralBol.ttf", "STIXGeneralItalic.ttf"]
+DEJAVU = FONT_FILES[:9]
+
+
+@functools.lru_cache(maxsize=None)
+def _font(name: str, size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(os.path.join(_font_dir(), name), size)
+
+
+@functools.lru_cache(maxsize=None)
+def _cmap(name: str) -> frozenset:
+    from fontTools.ttLib import TTFont
+
+    return frozenset(TTFont(os.path.join(_font_dir(), name)).getBestCmap().keys())
+
+
+def _fonts_for(text: str, fonts=FONT_FILES) -> List[str]:
+    return [f for f in fonts if all(ord(c) in _cmap(f) for c in text)]
+
+
+def _glyph_mask(text: str, font: str, size: int, rot: float = 0.0, box: int = 48) -> Image.Image:
+    m = Image.new("L", (box, box), 0)
+    ImageDraw.Draw(m).text((box / 2, box / 2), text, font=_font(font, size), fill=255, anchor="mm")
+    if rot:
+        m = m.rotate(rot, resample=Image.BILINEAR)
+    return m
+
+
+def _paste_glyph(img: Image.Image, text: str, font: str, size: int, cx: float, cy: float, color, rot=0.0):
+    box = 48 if size <= 30 else 64
+    m = _glyph_mask(text, font, size, rot, box)
+    img.paste(tuple(int(c) for c in color), (int(round(cx - box / 2)), int(round(cy - box / 2))), m)
+
+
+def _rgb(rng, lo=0, hi=255):
+    return rng.integers(lo, hi + 1, size=3)
+
+
+def _contrasting(rng, c, min_dist=150):
+    for _ in range(50):
+        d = _rgb(rng)
+        if np.abs(d.astype(int) - np.asarray(c, int)).sum() >= min_dist:
+            return d
+    return 255 - np.asarray(c)
+
+
+def _jitter(rng, c, amount=25):
+    return np.clip(np.asarray(c, float) + rng.normal(0, amount, 3), 0, 255)
+
+
+def _upsample(a: np.ndarray, size: int = S, resample=Image.BILINEAR) -> np.ndarray:
+    """(h, w, 3) float 0..255 -> (size, size, 3) float."""
+    a8 = np.clip(a, 0, 255).astype(np.uint8)
+    return np.asarray(Image.fromarray(a8).resize((size, size), resample), dtype=np.float32)
+
+
+def _noise_field(rng, res: int, size: int = S) -> np.ndarray:
+    """smooth noise in [0, 1], (size, size)."""
+    a = rng.random((res, res)) * 255
+    img = Image.fromarray(a.astype(np.uint8)).resize((size, size), Image.BICUBIC)
+    return np.asarray(img, np.float32) / 255.0
+
+
+def _mix(mask: np.ndarray, c0, c1) -> np.ndarray:
+    m = mask[..., None]
+    return (1 - m) * np.asarray(c0, np.float32) + m * np.asarray(c1, np.float32)
+
+
+def _gradient(rng, c0, c1, size=S, angle=None):
+    angle = rng.uniform(0, 2 * np.pi) if angle is None else angle
+    y, x = np.mgrid[0:size, 0:size] / (size - 1)
+    t = (np.cos(angle) * (x - .5) + np.sin(angle) * (y - .5)) / 0.71 * 0.5 + 0.5
+    return _mix(np.clip(t, 0, 1), c0, c1)
+
+
+def _finish(a: np.ndarray, rng, noise=4.0, bright=(0.85, 1.15)) -> np.ndarray:
+    a = np.asarray(a, np.float32) * rng.uniform(*bright) + rng.normal(0, noise, a.shape)
+    return np.clip(a, 0, 255).astype(np.uint8)
+
+
+def _to_np(img: Image.Image) -> np.ndarray:
+    return np.asarray(img, dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# task renderers: f(rng, label) -> uint8 (32, 32, 3)
+# ------------------------------------------------------------------------------------------------------------------
+
+# --- scenes (SUN397) ---------------------------------------------------------------------------------------------
+SKIES = ["day", "dusk", "night", "overcast"]
+GROUNDS = ["grassland", "beach", "snowfield", "lake", "city"]
+SCENE_CLASSES = [f"{s} {g}" for s in SKIES for g in GROUNDS]
+
+
+def render_scene(rng, label):
+    sky, ground = SKIES[label // len(GROUNDS)], GROUNDS[label % len(GROUNDS)]
+    H = int(rng.integers(11, 22))
+    sky_cols = {"day": ((90, 150, 235), (170, 210, 250)), "dusk": ((90, 50, 120), (250, 150, 70)),
+                "night": ((5, 10, 40), (30, 40, 90)), "overcast": ((140, 140, 150), (190, 190, 195))}[sky]
+    img = _gradient(rng, _jitter(rng, sky_cols[0], 15), _jitter(rng, sky_cols[1], 15), angle=np.pi / 2)
+    pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+    d = ImageDraw.Draw(pil)
+    if sky == "night":
+        for _ in range(int(rng.integers(3, 10))):
+            x, y = rng.integers(0, S), rng.integers(0, H)
+            d.point((int(x), int(y)), fill=(255, 255, 220))
+        if rng.random() < 0.5:
+            x, y = rng.integers(3, 29), rng.integers(2, max(3, H - 3))
+            d.ellipse([x - 2, y - 2, x + 2, y + 2], fill=(240, 240, 210))
+    elif sky == "day" and rng.random() < 0.5:
+        x, y = rng.integers(3, 29), rng.integers(2, max(3, H - 3))
+        d.ellipse([x - 2, y - 2, x + 3, y + 3], fill=(255, 245, 170))
+    if sky in ("day", "overcast"):
+        for _ in range(int(rng.integers(0, 4 if sky == "day" else 6))):
+            x, y, w = rng.integers(-4, 30), rng.integers(0, max(1, H - 4)), rng.integers(5, 12)
+            g = int(rng.integers(215, 250)) if sky == "day" else int(rng.integers(110, 170))
+            d.ellipse([x, y, x + w, y + w // 2 + 1], fill=(g, g, g))
+    gcol = {"grassland": (70, 140, 50), "beach": (225, 205, 150), "snowfield": (235, 240, 250),
+            "lake": (40, 90, 160), "city": (95, 95, 100)}[ground]
+    if sky == "night":
+        gcol = tuple(int(c * 0.35) for c in gcol)
+    elif sky == "dusk":
+        gcol = tuple(int(c * 0.7 + 20) for c in gcol)
+    if ground == "city":
+        x = int(rng.integers(-3, 2))
+        while x < S:
+            w, h = int(rng.integers(3, 7)), int(rng.integers(4, 15))
+            g = int(rng.integers(50, 130)) * (0.5 if sky == "night" else 1.0)
+            d.rectangle([x, H - h, x + w - 1, H], fill=(int(g), int(g), int(g * 1.05)))
+            if sky in ("night", "dusk"):
+                for _ in range(int(rng.integers(0, 4))):
+                    d.point((x + int(rng.integers(0, w)), H - int(rng.integers(1, h + 1))), fill=(250, 220, 120))
+            x += w + int(rng.integers(0, 3))
+    d.rectangle([0, H, S, S], fill=tuple(int(c) for c in _jitter(rng, gcol, 12)))
+    if ground == "lake":
+        for _ in range(int(rng.integers(3, 8))):
+            y, x, w = rng.integers(H + 1, S), rng.integers(-5, 28), rng.integers(3, 10)
+            c = tuple(int(min(255, v + 50)) for v in gcol)
+            d.line([int(x), int(y), int(x + w), int(y)], fill=c)
+        if rng.random() < 0.6:  # far shore
+            d.rectangle([0, H, S, H + 1], fill=(60, 100, 50) if sky != "night" else (20, 30, 20))
+    if ground == "grassland":
+        for _ in range(int(rng.integers(0, 5))):
+            x, y = int(rng.integers(0, 32)), int(rng.integers(H - 2, S))
+            h = int(rng.integers(4, 9))
+            c = (20, 90, 30) if sky != "night" else (10, 30, 12)
+            d.polygon([(x, y - h), (x - h // 2 - 1, y), (x + h // 2 + 1, y)], fill=c)
+    if ground == "beach":
+        y = int(rng.integers(H + 2, S - 3))
+        d.rectangle([0, H, S, y], fill=(40, 110, 170) if sky != "night" else (10, 30, 60))
+    if ground == "snowfield":
+        for _ in range(int(rng.integers(0, 3))):
+            x = int(rng.integers(0, 32)); h = int(rng.integers(5, 12))
+            d.polygon([(x, H - h), (x - h, H), (x + h, H)], fill=(200, 205, 220) if sky != "night" else (60, 60, 80))
+    a = _to_np(pil)
+    a = a + (_noise_field(rng, 8)[..., None] - 0.5) * 30
+    return _finish(a, rng, noise=5)
+
+
+# --- vehicles (Cars) ---------------------------------------------------------------------------------------------
+# body outline (x, y) in a unit box, y down; wheels: list of (x, radius); all facing right
+VEHICLES: Dict[str, Tuple[list, list]] = {
+    "sedan": ([(0, .55), (.05, .42), (.27, .38), (.37, .12), (.68, .12), (.8, .38), (1, .45), (1, .75), (0, .75)],
+              [(.2, .13), (.8, .13)]),
+    "hatchback": ([(0, .5), (.05, .4), (.3, .35), (.42, .08), (.9, .08), (1, .35), (1, .75), (0, .75)],
+                  [(.2, .14), (.82, .14)]),
+    "wagon": ([(0, .5), (.05, .4), (.25, .35), (.35, .1), (1, .1), (1, .75), (0, .75)], [(.18, .13), (.82, .13)]),
+    "coupe": ([(0, .6), (.1, .5), (.35, .45), (.5, .2), (.7, .2), (.9, .5), (1, .55), (1, .75), (0, .75)],
+              [(.2, .12), (.8, .12)]),
+    "pickup": ([(0, .45), (.05, .35), (.25, .3), (.3, .05), (.5, .05), (.52, .38), (1, .38), (1, .75), (0, .75)],
+               [(.18, .14), (.8, .14)]),
+    "van": ([(0, .45), (.12, .05), (1, .05), (1, .75), (0, .75)], [(.2, .13), (.8, .13)]),
+    "bus": ([(0, .08), (1, .08), (1, .78), (0, .78)], [(.15, .11), (.8, .11)]),
+    "box truck": ([(0, .35), (.05, .25), (.22, .25), (.25, .0), (1, .0), (1, .75), (0, .75)],
+                  [(.14, .12), (.68, .12), (.86, .12)]),
+    "sports car": ([(0, .65), (.3, .55), (.45, .38), (.65, .38), (.85, .55), (1, .62), (1, .78), (0, .78)],
+                   [(.2, .11), (.82, .11)]),
+    "suv": ([(0, .4), (.05, .3), (.2, .28), (.28, .02), (.95, .02), (1, .25), (1, .72), (0, .72)],
+            [(.2, .16), (.8, .16)]),
+    "limousine": ([(0, .55), (.04, .45), (.15, .42), (.22, .2), (.82, .2), (.9, .42), (1, .48), (1, .75),
+                   (0, .75)], [(.1, .1), (.9, .1)]),
+    "tractor": ([(0, .5), (.45, .5), (.5, .0), (.85, .0), (.85, .4), (1, .45), (1, .7), (0, .7)],
+                [(.18, .12), (.72, .28)]),
+}
+VEHICLE_CLASSES = list(VEHICLES)
+VEHICLE_ASPECT = {"bus": .42, "box truck": .5, "limousine": .28, "van": .5, "suv": .48, "tractor": .6,
+                  "sports car": .3}
+
+
+def render_vehicle(rng, label):
+    name = VEHICLE_CLASSES[label]
+    body, wheels = VEHICLES[name]
+    horizon = int(rng.integers(8, 16))
+    sky = _gradient(rng, _jitter(rng, (150, 190, 230), 30), _jitter(rng, (210, 220, 235), 20), angle=np.pi / 2)
+    road = np.asarray(_jitter(rng, (110, 110, 115), 20))
+    a = sky.copy()
+    a[horizon:] = road + (_noise_field(rng, 12)[horizon:, :, None] - .5) * 25
+    a[horizon:horizon + 2] = _jitter(rng, (80, 130, 70), 20)
+    pil = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+    d = ImageDraw.Draw(pil)
+    W = float(rng.uniform(22, 30)) if name not in ("bus", "limousine", "box truck") else float(rng.uniform(26, 31))
+    Hh = W * VEHICLE_ASPECT.get(name, .36) * rng.uniform(.92, 1.08)
+    x0 = rng.uniform(0, max(0.1, S - W)) if W < S else (S - W) / 2
+    base = rng.uniform(24, 30)
+    y0 = base - Hh
+    flip = rng.random() < 0.5
+    fx = (lambda u: x0 + (1 - u) * W) if flip else (lambda u: x0 + u * W)
+    paint = tuple(int(c) for c in _rgb(rng, 20, 235))
+    d.polygon([(fx(u), y0 + v * Hh) for u, v in body], fill=paint)
+    # windows: a band under the roof, lighter
+    win = (170, 200, 225) if rng.random() < .8 else (60, 70, 80)
+    top = min(v for _, v in body)
+    if name not in ("tractor",):
+        pts = [(u, v) for u, v in body if v <= top + .05]
+        if len(pts) >= 2:
+            us = [u for u, _ in pts]
+            ua, ub = min(us) + .04, max(us) - .04
+            d.rectangle([min(fx(ua), fx(ub)), y0 + (top + .08) * Hh, max(fx(ua), fx(ub)),
+                         y0 + (top + .08) * Hh + max(1.5, .18 * Hh)], fill=win)
+    for u, r in wheels:
+        rr = r * W * 0.5 + 1.2
+        cx, cy = fx(u), y0 + .75 * Hh
+        d.ellipse([cx - rr, cy - rr, cx + rr, cy + rr], fill=(20, 20, 20))
+        d.ellipse([cx - rr / 2.5, cy - rr / 2.5, cx + rr / 2.5, cy + rr / 2.5], fill=(170, 170, 170))
+    return _finish(_to_np(pil), rng, noise=4)
+
+
+# --- aerial (RESISC45) -------------------------------------------------------------------------------------------
+AERIAL_CLASSES = ["farmland", "circular farmland", "sparse residential", "dense residential", "forest", "lake",
+                  "river", "freeway", "intersection", "parking lot", "runway", "beach", "desert", "harbor",
+                  "roundabout"]
+
+
+def render_aerial(rng, label):
+    name = AERIAL_CLASSES[label]
+    B = 48
+    grass = tuple(int(c) for c in _jitter(rng, (95, 135, 70), 18))
+    pil = Image.new("RGB", (B, B), grass)
+    d = ImageDraw.Draw(pil)
+    road = tuple(int(c) for c in _jitter(rng, (120, 120, 120), 15))
+    water = tuple(int(c) for c in _jitter(rng, (40, 85, 130), 15))
+    sand = tuple(int(c) for c in _jitter(rng, (215, 195, 145), 15))
+    if name == "farmland":
+        w = int(rng.integers(4, 9)); x = 0
+        while x < B:
+            c = tuple(int(v) for v in _jitter(rng, [(150, 170, 80), (170, 140, 90), (90, 140, 60)][rng.integers(3)], 15))
+            d.rectangle([x, 0, x + w - 1, B], fill=c); x += w
+    elif name == "circular farmland":
+        pil.paste((165, 150, 110), (0, 0, B, B))
+        for cx in (12, 36):
+            for cy in (12, 36):
+                r = int(rng.integers(8, 12))
+                c = tuple(int(v) for v in _jitter(rng, (90, 150, 70), 25))
+                d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=c)
+    elif name in ("sparse residential", "dense residential"):
+        dense = name.startswith("dense")
+        step = 7 if dense else 12
+        for y in range(0, B, 16 if not dense else 12):
+            d.rectangle([0, y, B, y + 2], fill=road)
+        for y in range(4, B, 16 if not dense else 12):
+            for x in range(int(rng.integers(0, 4)), B, step):
+                if dense or rng.random() < 0.6:
+                    rc = tuple(int(v) for v in _jitter(rng, [(170, 80, 60), (150, 150, 150), (200, 190, 170)][rng.integers(3)], 15))
+                    d.rectangle([x, y, x + 4, y + 5], fill=rc)
+    elif name == "forest":
+        pil.paste(tuple(int(c) for c in _jitter(rng, (40, 80, 40), 10)), (0, 0, B, B))
+        for _ in range(120):
+            x, y, r = rng.integers(0, B), rng.integers(0, B), rng.integers(2, 5)
+            c = tuple(int(v) for v in _jitter(rng, (50, 100, 45), 20))
+            d.ellipse([int(x - r), int(y - r), int(x + r), int(y + r)], fill=c)
+    elif name == "lake":
+        pts = [(24 + np.cos(t) * rng.uniform(10, 18), 24 + np.sin(t) * rng.uniform(10, 18))
+               for t in np.linspace(0, 2 * np.pi, 10, endpoint=False)]
+        d.polygon(pts, fill=water)
+    elif name == "river":
+        y = rng.uniform(15, 33); ph = rng.uniform(0, 6); w = rng.uniform(3, 6)
+        pts = [(x, y + 6 * np.sin(x / 8 + ph)) for x in range(0, B + 1, 2)]
+        d.line(pts, fill=water, width=int(w * 2))
+    elif name == "freeway":
+        d.rectangle([16, 0, 31, B], fill=road)
+        d.rectangle([23, 0, 24, B], fill=(90, 110, 70))
+        for y in range(0, B, 6):
+            d.line([(19, y), (19, y + 2)], fill=(230, 230, 230)); d.line([(28, y), (28, y + 2)], fill=(230, 230, 230))
+    elif name == "intersection":
+        d.rectangle([19, 0, 28, B], fill=road); d.rectangle([0, 19, B, 28], fill=road)
+        for y in range(0, B, 5):
+            if not 18 < y < 29:
+                d.point((24, y), fill=(230, 230, 230)); d.point((y, 24), fill=(230, 230, 230))
+    elif name == "parking lot":
+        pil.paste(road, (0, 0, B, B))
+        for y in range(2, B, 9):
+            for x in range(1, B, 4):
+                if rng.random() < 0.75:
+                    d.rectangle([x, y, x + 2, y + 5], fill=tuple(int(c) for c in _rgb(rng, 30, 240)))
+    elif name == "runway":
+        pil.paste(tuple(int(c) for c in _jitter(rng, (150, 150, 110), 15)), (0, 0, B, B))
+        d.rectangle([17, 0, 30, B], fill=tuple(int(c) * 7 // 10 for c in road))
+        for y in range(0, B, 8):
+            d.rectangle([23, y, 24, y + 4], fill=(240, 240, 240))
+        d.rectangle([5, 0, 7, B], fill=road)
+    elif name == "beach":
+        pil.paste(sand, (0, 0, B, B))
+        x0 = rng.uniform(18, 30); ph = rng.uniform(0, 6)
+        pts = [(x0 + 3 * np.sin(y / 5 + ph), y) for y in range(0, B + 1, 2)] + [(B, B), (B, 0)]
+        d.polygon(pts, fill=water)
+        d.line([(x0 + 3 * np.sin(y / 5 + ph), y) for y in range(0, B + 1, 2)], fill=(235, 240, 245), width=2)
+    elif name == "desert":
+        pil.paste(sand, (0, 0, B, B))
+        ph, f = rng.uniform(0, 6), rng.uniform(.25, .45)
+        for y0 in range(-6, B, 7):
+            pts = [(x, y0 + 3 * np.sin(f * x + ph + y0)) for x in range(0, B + 1, 2)]
+            d.line(pts, fill=tuple(int(c * .8) for c in sand), width=2)
+    elif name == "harbor":
+        pil.paste(water, (0, 0, B, B))
+        d.rectangle([0, 0, B, 8], fill=road)
+        for x in range(4, B, 10):
+            d.rectangle([x, 8, x + 2, 36], fill=(200, 200, 200))
+            for y in range(12, 34, 6):
+                if rng.random() < .7:
+                    d.rectangle([x + 4, y, x + 7, y + 3], fill=(240, 240, 240))
+    elif name == "roundabout":
+        d.rectangle([21, 0, 26, B], fill=road); d.rectangle([0, 21, B, 26], fill=road)
+        d.ellipse([12, 12, 36, 36], fill=road)
+        d.ellipse([18, 18, 30, 30], fill=tuple(int(c) for c in _jitter(rng, (70, 140, 60), 10)))
+    pil = pil.rotate(float(rng.uniform(0, 360)), resample=Image.BILINEAR)
+    sc = rng.uniform(.85, 1.15)
+    c = int(round(S * sc / 2))
+    pil = pil.crop((24 - c, 24 - c, 24 + c, 24 + c)).resize((S, S), Image.BILINEAR)
+    return _finish(_to_np(pil), rng, noise=3)
+
+
+# --- landcover (EuroSAT) -----------------------------------------------------------------------------------------
+LANDCOVER_CLASSES = ["annual crop", "forest", "herbaceous vegetation", "highway", "industrial", "pasture",
+                     "permanent crop", "residential", "river", "sea or lake"]
+
+
+def render_landcover(rng, label):
+    name = LANDCOVER_CLASSES[label]
+    R = 16
+    n = _noise_field(rng, 6, R)
+    fine = rng.random((R, R)).astype(np.float32)
+    y, x = np.mgrid[0:R, 0:R].astype(np.float32)
+    th = rng.uniform(0, np.pi)
+    u = np.cos(th) * x + np.sin(th) * y
+    v = -np.sin(th) * x + np.cos(th) * y
+    green = _jitter(rng, (75, 105, 60), 12)
+    if name == "annual crop":
+        a = _mix((np.sin(u * rng.uniform(.8, 1.2)) > 0).astype(np.float32) * .8 + fine * .2,
+                 _jitter(rng, (150, 130, 95), 15), _jitter(rng, (120, 145, 75), 15))
+    elif name == "forest":
+        a = _mix(n * .5 + fine * .5, _jitter(rng, (25, 55, 30), 8), _jitter(rng, (45, 85, 45), 8))
+    elif name == "herbaceous vegetation":
+        a = _mix(n * .6 + fine * .4, _jitter(rng, (95, 105, 60), 12), _jitter(rng, (140, 130, 85), 12))
+    elif name == "highway":
+        a = _mix(n * .6 + fine * .4, green, _jitter(rng, (130, 120, 90), 12))
+        off = rng.uniform(-4, 4)
+        road = (np.abs(v - (np.cos(th) * 8 * 0 + v.mean() + off)) < rng.uniform(.7, 1.3)).astype(np.float32)
+        a = _mix(road, a / 1.0, _jitter(rng, (165, 160, 160), 10)) if False else a * (1 - road[..., None]) + road[..., None] * _jitter(rng, (165, 160, 160), 10)
+    elif name == "industrial":
+        a = np.zeros((R, R, 3), np.float32) + _jitter(rng, (130, 125, 120), 10)
+        for _ in range(int(rng.integers(3, 7))):
+            x0, y0, w, h = rng.integers(0, R, 4)
+            a[y0:y0 + 2 + h // 2, x0:x0 + 2 + w // 2] = _jitter(rng, (200, 200, 205), 20)
+        a += (fine[..., None] - .5) * 30
+    elif name == "pasture":
+        a = _mix(n * .8 + fine * .2, _jitter(rng, (105, 150, 70), 10), _jitter(rng, (130, 165, 90), 10))
+    elif name == "permanent crop":
+        dots = ((np.sin(u * 1.6) > .3) & (np.sin(v * 1.6) > .3)).astype(np.float32)
+        a = _mix(dots * .8 + fine * .2, _jitter(rng, (150, 135, 95), 12), _jitter(rng, (60, 100, 50), 12))
+    elif name == "residential":
+        a = _mix((fine > .55).astype(np.float32), _jitter(rng, (150, 140, 130), 12), _jitter(rng, (180, 110, 95), 20))
+        a = a * .8 + green * .2
+    elif name == "river":
+        a = _mix(n * .6 + fine * .4, green, _jitter(rng, (110, 125, 70), 10))
+        c = v.mean() + rng.uniform(-3, 3) + 2.5 * np.sin(u / rng.uniform(2, 4) + rng.uniform(0, 6))
+        riv = (np.abs(v - c) < rng.uniform(.9, 1.6)).astype(np.float32)[..., None]
+        a = a * (1 - riv) + riv * _jitter(rng, (45, 70, 95), 10)
+    else:  # sea or lake
+        a = _mix(n * .7 + fine * .3, _jitter(rng, (20, 45, 80), 10), _jitter(rng, (35, 70, 100), 10))
+    a = _upsample(a, S)
+    return _finish(a, rng, noise=3, bright=(0.8, 1.2))
+
+
+# --- streetnum (SVHN) --------------------------------------------------------------------------------------------
+DIGIT_CLASSES = [str(i) for i in range(10)]
+
+
+def render_streetnum(rng, label):
+    bg = _rgb(rng)
+    fg = _contrasting(rng, bg, 180)
+    a = _gradient(rng, _jitter(rng, bg, 20), _jitter(rng, bg, 40))
+    pil = Image.fromarray(a.astype(np.uint8))
+    font = DEJAVU[rng.integers(len(DEJAVU))]
+    size = int(rng.integers(20, 30))
+    cx, cy = 16 + rng.uniform(-2, 2), 16 + rng.uniform(-2, 2)
+    sp = size * rng.uniform(.55, .75)
+    rot = rng.uniform(-8, 8)
+    for k in (-1, 1):
+        if rng.random() < .75:
+            _paste_glyph(pil, str(rng.integers(10)), font, size, cx + k * sp, cy, fg, rot)
+    _paste_glyph(pil, str(label), font, size, cx, cy, fg, rot)
+    d = ImageDraw.Draw(pil)
+    for _ in range(int(rng.integers(0, 3))):
+        y = int(rng.integers(0, S))
+        d.line([0, y, S, y + int(rng.integers(-4, 5))], fill=tuple(int(c) for c in _rgb(rng)), width=1)
+    if rng.random() < .4:
+        pil = pil.filter(ImageFilter.GaussianBlur(rng.uniform(.3, .9)))
+    return _finish(_to_np(pil), rng, noise=6)
+
+
+# --- signs (GTSRB) -----------------------------------------------------------------------------------------------
+_SIGN_SPEC = (
+    [("circle", "prohibit", s) for s in ["20", "30", "50", "60", "70", "80", "100", "120"]]
+    + [("circle", "prohibit", s) for s in ["⇄", "✕", "P", "⚡"]]
+    + [("triangle", "warning", s) for s in ["!", "↯", "≈", "☂", "❄", "⚠", "↰", "≋"]]
+    + [("circle", "mandatory", s) for s in ["↑", "→", "←", "↱", "↻", "⇡"]]
+    + [("octagon", "stop", ""), ("invtriangle", "yield", ""), ("diamond", "priority", ""),
+       ("circle", "noentry", ""), ("square", "info", "P"), ("circle", "end", "")]
+)
+SIGN_CLASSES = [f"{kind} {sym}".strip() if kind not in ("stop", "yield", "priority", "noentry", "end")
+                else {"stop": "stop", "yield": "yield", "priority": "priority road", "noentry": "no entry",
+                      "end": "end of restrictions"}[kind] for _, kind, sym in _SIGN_SPEC]
+SIGN_CLASSES = [n.replace("prohibit ", "limit ") if n.split(" ")[-1].isdigit() else n for n in SIGN_CLASSES]
+SIGN_CLASSES = [n.replace("info P", "parking").replace("prohibit P", "no parking") for n in SIGN_CLASSES]
+
+
+def _poly(shape, cx, cy, r):
+    if shape == "triangle":
+        ang = [-90, 30, 150]
+    elif shape == "invtriangle":
+        ang = [90, 210, 330]
+    elif shape == "octagon":
+        ang = [22.5 + 45 * k for k in range(8)]
+    elif shape == "diamond":
+        ang = [0, 90, 180, 270]
+    else:  # square
+        ang = [45, 135, 225, 315]
+    return [(cx + r * np.cos(np.radians(a)), cy + r * np.sin(np.radians(a))) for a in ang]
+
+
+def render_sign(rng, label):
+    shape, kind, sym = _SIGN_SPEC[label]
+    a = _upsample(rng.integers(40, 200, size=(4, 4, 3)).astype(np.float32), S, Image.BICUBIC)
+    pil = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
+    d = ImageDraw.Draw(pil)
+    r = rng.uniform(9, 14)
+    cx, cy = 16 + rng.uniform(-2.5, 2.5), 16 + rng.uniform(-2.5, 2.5)
+    red, white, blue, yellow, black = (200, 30, 35), (245, 245, 245), (30, 70, 180), (245, 200, 30), (20, 20, 20)
+    jit = lambda c: tuple(int(v) for v in _jitter(rng, c, 12))  # noqa: E731
+    fg = black
+    if shape == "circle":
+        box = [cx - r, cy - r, cx + r, cy + r]
+        if kind == "prohibit":
+            d.ellipse(box, fill=jit(red)); rr = r * .72; d.ellipse([cx - rr, cy - rr, cx + rr, cy + rr], fill=jit(white))
+        elif kind == "mandatory":
+            d.ellipse(box, fill=jit(blue)); fg = white
+        elif kind == "noentry":
+            d.ellipse(box, fill=jit(red)); d.rectangle([cx - r * .7, cy - r * .18, cx + r * .7, cy + r * .18], fill=white)
+        elif kind == "end":
+            d.ellipse(box, fill=jit(white)); d.line([cx - r * .7, cy + r * .7, cx + r * .7, cy - r * .7], fill=black, width=2)
+    elif kind == "warning":
+        d.polygon(_poly("triangle", cx, cy + r * .2, r * 1.1), fill=jit(red))
+        d.polygon(_poly("triangle", cx, cy + r * .2, r * .7), fill=jit(white))
+    elif kind == "stop":
+        d.polygon(_poly("octagon", cx, cy, r), fill=jit(red)); d.rectangle([cx - r * .6, cy - 1.5, cx + r * .6, cy + 1.5], fill=white)
+    elif kind == "yield":
+        d.polygon(_poly("invtriangle", cx, cy - r * .2, r * 1.1), fill=jit(red))
+        d.polygon(_poly("invtriangle", cx, cy - r * .2, r * .65), fill=jit(white))
+    elif kind == "priority":
+        d.polygon(_poly("diamond", cx, cy, r), fill=jit(white)); d.polygon(_poly("diamond", cx, cy, r * .7), fill=jit(yellow))
+    elif kind == "info":
+        d.polygon(_poly("square", cx, cy, r * 1.2), fill=jit(blue)); fg = white
+    if sym:
+        fonts = _fonts_for(sym, DEJAVU[:2] + DEJAVU[7:9]) or _fonts_for(sym)
+        size = int(r * (1.0 if len(sym) == 1 else (.85 if len(sym) == 2 else .62)))
+        if kind == "warning":
+            size = int(r * .8)
+        _paste_glyph(pil, sym, fonts[rng.integers(len(fonts))], size, cx, cy + (r * .3 if kind == "warning" else 0), fg)
+        if kind == "prohibit" and not sym.isdigit():
+            d.line([cx - r * .5, cy - r * .5, cx + r * .5, cy + r * .5], fill=red, width=2)
+    if rng.random() < .5:
+        pil = pil.filter(ImageFilter.GaussianBlur(rng.uniform(.3, 1.0)))
+    return _finish(_to_np(pil), rng, noise=5, bright=(0.55, 1.25))
+
+
+# --- handwritten (MNIST): sklearn digits -------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _sk_digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return d.images.astype(np.float32) / 16.0, d.target.astype(np.int64)
+
+
+def render_handwritten_from(rng, img8: np.ndarray, augment: bool):
+    big = Image.fromarray((img8 * 255).astype(np.uint8)).resize((20, 20), Image.BILINEAR)
+    if augment:
+        big = big.rotate(float(rng.uniform(-12, 12)), resample=Image.BILINEAR)
+        s = int(rng.integers(18, 23))
+        big = big.resize((s, s), Image.BILINEAR)
+    canvas = Image.new("L", (S, S), 0)
+    off = (S - big.size[0]) // 2
+    dx, dy = (rng.integers(-2, 3, 2) if augment else (0, 0))
+    canvas.paste(big, (int(off + dx), int(off + dy)))
+    a = np.asarray(canvas, np.float32)[..., None].repeat(3, axis=2)
+    return np.clip(a, 0, 255).astype(np.uint8)
+
+
+# --- textures (DTD) ----------------------------------------------------------------------------------------------
+TEXTURE_CLASSES = ["banded", "striped", "zigzagged", "chequered", "grid", "crosshatched", "dotted", "polka-dotted",
+                   "bubbly", "honeycombed", "swirly", "spiralled", "marbled", "blotchy", "sprinkled", "veined",
+                   "cracked", "woven", "scaly", "wavy", "stratified", "fibrous", "pleated", "knitted"]
+
+
+def render_texture(rng, label):
+    name = TEXTURE_CLASSES[label]
+    y, x = np.mgrid[0:S, 0:S].astype(np.float32)
+    th = rng.uniform(0, 2 * np.pi)
+    u = np.cos(th) * x + np.sin(th) * y + rng.uniform(0, 50)
+    v = -np.sin(th) * x + np.cos(th) * y + rng.uniform(0, 50)
+    p = rng.uniform(4.5, 7.5)  # period in pixels
+    tau = 2 * np.pi
+    if name == "banded":
+        m = (np.sin(tau * u / (p * 2.6)) > 0).astype(np.float32)
+    elif name == "striped":
+        m = (np.sin(tau * u / (p * .7)) > 0).astype(np.float32)
+    elif name == "zigzagged":
+        tri = np.abs(((v / p) % 2) - 1) * p
+        m = (np.sin(tau * (u + tri) / p) > 0).astype(np.float32)
+    elif name == "chequered":
+        m = ((np.sin(tau * u / (2 * p)) > 0) ^ (np.sin(tau * v / (2 * p)) > 0)).astype(np.float32)
+    elif name == "grid":
+        m = ((np.abs(np.sin(np.pi * u / p)) < .25) | (np.abs(np.sin(np.pi * v / p)) < .25)).astype(np.float32)
+    elif name == "crosshatched":
+        a1, a2 = (u + v) / 1.41, (u - v) / 1.41
+        m = ((np.abs(np.sin(np.pi * a1 / (p * .6))) < .3) | (np.abs(np.sin(np.pi * a2 / (p * .6))) < .3)).astype(np.float32)
+    elif name == "dotted":
+        m = (((u % p) - p / 2) ** 2 + ((v % p) - p / 2) ** 2 < 1.4).astype(np.float32)
+    elif name == "polka-dotted":
+        q = p * 1.8
+        m = (((u % q) - q / 2) ** 2 + ((v % q) - q / 2) ** 2 < (q * .3) ** 2).astype(np.float32)
+    elif name == "bubbly":
+        m = np.zeros((S, S), np.float32)
+        for _ in range(int(rng.integers(6, 12))):
+            cx, cy, r = rng.uniform(0, S), rng.uniform(0, S), rng.uniform(2.5, 7)
+            dd = np.sqrt((x - cx) ** 2 + (y - cy) ** 2)
+            m = np.maximum(m, (np.abs(dd - r) < .8).astype(np.float32))
+    elif name == "honeycombed":
+        k = tau / (p * 1.2)
+        h = sum(np.cos(k * (np.cos(a) * u + np.sin(a) * v)) for a in (0, tau / 3, 2 * tau / 3))
+        m = (h < -0.6).astype(np.float32)
+    elif name in ("swirly", "spiralled"):
+        cx, cy = rng.uniform(8, 24, 2)
+        r = np.sqrt((x - cx) ** 2 + (y - cy) ** 2) + 1e-3
+        ang = np.arctan2(y - cy, x - cx)
+        if name == "spiralled":
+            m = (np.sin(ang * 2 + tau * r / p) > 0).astype(np.float32)
+        else:
+            m = (np.sin(tau * u / (p * 1.5) + 3 * np.sin(tau * v / (p * 3))) > 0).astype(np.float32) * 0 + \
+                (np.sin(3 * ang + 5 * np.sin(r / 3)) > 0).astype(np.float32)
+    elif name == "marbled":
+        m = 0.5 + 0.5 * np.sin(tau * u / (p * 2) + 7 * _noise_field(rng, 4))
+    elif name == "blotchy":
+        m = (_noise_field(rng, 5) > .5).astype(np.float32)
+    elif name == "sprinkled":
+        m = (rng.random((S, S)) < .08).astype(np.float32)
+    elif name == "veined":
+        m = (np.abs(_noise_field(rng, 5) - .5) < .04).astype(np.float32)
+    elif name == "cracked":
+        pts = rng.uniform(-4, S + 4, size=(14, 2))
+        dd = np.sort(np.sqrt((x[..., None] - pts[:, 0]) ** 2 + (y[..., None] - pts[:, 1]) ** 2), axis=-1)
+        m = (dd[..., 1] - dd[..., 0] < 1.0).astype(np.float32)
+    elif name == "woven":
+        cu, cv = np.floor(u / p), np.floor(v / p)
+        horiz = ((cu + cv) % 2) == 0
+        m = np.where(horiz, np.sin(tau * v / (p / 2.5)) > 0, np.sin(tau * u / (p / 2.5)) > 0).astype(np.float32)
+    elif name == "scaly":
+        q = p * 1.3
+        row = np.floor(v / q)
+        uu = u + (row % 2) * q / 2
+        dd = np.sqrt(((uu % q) - q / 2) ** 2 + ((v % q)) ** 2)
+        m = (np.abs(dd - q * .55) < .7).astype(np.float32)
+    elif name == "wavy":
+        m = (np.sin(tau * u / p + 2.5 * np.sin(tau * v / (p * 3))) > 0).astype(np.float32)
+    elif name == "stratified":
+        m = ((v + 4 * _noise_field(rng, 4)) / (p * 1.3)) % 1.0
+    elif name == "fibrous":
+        pil = Image.new("L", (S, S), 0); dr = ImageDraw.Draw(pil)
+        a0 = rng.uniform(0, np.pi)
+        for _ in range(40):
+            cx, cy = rng.uniform(0, S, 2); a = a0 + rng.normal(0, .25); L = rng.uniform(4, 10)
+            dr.line([cx, cy, cx + L * np.cos(a), cy + L * np.sin(a)], fill=255)
+        m = np.asarray(pil, np.float32) / 255
+    elif name == "pleated":
+        m = (u / (p * 1.2)) % 1.0
+    else:  # knitted: rows of small chevrons
+        q = p * .9
+        m = (np.abs(((u / q) % 1.0) - .5) * 2 * q * .6 + (v % q) < q * .6).astype(np.float32)
+    c0 = _rgb(rng)
+    c1 = _contrasting(rng, c0, 140)
+    a = _mix(np.clip(m, 0, 1).astype(np.float32), c0, c1)
+    a = a * (0.85 + 0.3 * _noise_field(rng, 3)[..., None])
+    return _finish(a, rng, noise=6)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# task table
+# ------------------------------------------------------------------------------------------------------------------
+
+TASKS: Dict[str, dict] = {
+    "scenes": dict(analogue="SUN397", classes=SCENE_CLASSES, render=render_scene,
+                   description="landscapes: sky type x ground type, with clouds, trees, buildings and noise"),
+    "vehicles": dict(analogue="Stanford Cars", classes=VEHICLE_CLASSES, render=render_vehicle,
+                     description="side views of vehicle body types on a road; paint, size, position, facing vary"),
+    "aerial": dict(analogue="RESISC45", classes=AERIAL_CLASSES, render=render_aerial,
+                   description="crisp top-down geometric scenes at any rotation and a range of scales"),
+    "landcover": dict(analogue="EuroSAT", classes=LANDCOVER_CLASSES, render=render_landcover,
+                      description="blurry 16x16-resolution satellite tiles upsampled to 32x32, muted palette"),
+    "streetnum": dict(analogue="SVHN", classes=DIGIT_CLASSES, render=render_streetnum,
+                      description="centre font digit with neighbouring digits, clutter lines, blur, any colours"),
+    "signs": dict(analogue="GTSRB", classes=SIGN_CLASSES, render=render_sign,
+                  description="traffic signs (shape x colour scheme x pictogram) on blurred backdrops, "
+                              "strong brightness changes"),
+    "handwritten": dict(analogue="MNIST", classes=DIGIT_CLASSES, render=None,
+                        description="sklearn's real 8x8 handwritten digits upscaled, white on black; train "
+                                    "images augmented (shift, rotation, scale), val/test originals held out"),
+    "textures": dict(analogue="DTD", classes=TEXTURE_CLASSES, render=render_texture,
+                     description="procedural textures with random two-colour palettes, rotation and period"),
+}
+TASK_NAMES: List[str] = list(TASKS)
+
+
+def task_info() -> Dict[str, dict]:
+    """name -> {name, analogue, n_classes, description, class_names} (what the book's table shows)."""
+    return {t: dict(name=t, analogue=v["analogue"], n_classes=len(v["classes"]), description=v["description"],
+                    class_names=list(v["classes"])) for t, v in TASKS.items()}
+
+
+def _split_seed(seed: int, task: str, split: str) -> np.random.SeedSequence:
+    return np.random.SeedSequence([seed, TASK_NAMES.index(task), ("train", "val", "test").index(split), 7919])
+
+
+def generate_split(task: str, split: str, n: int, seed: int) -> Tuple[np.ndarray, np.ndarray]:
+    """``n`` images of one task and split (class-balanced, shuffled), deterministic in (task, split, n, seed)."""
+    spec = TASKS[task]
+    C = len(spec["classes"])
+    rng = np.random.default_rng(_split_seed(seed, task, split))
+    if task == "handwritten":
+        imgs8, tg = _sk_digits()
+        # fixed disjoint partition of the 1797 originals: 60% train / 15% val / 25% test per class
+        prng = np.random.default_rng(np.random.SeedSequence([seed, 1797]))
+        part = {"train": [], "val": [], "test": []}
+        for c in range(10):
+            idx = prng.permutation(np.flatnonzero(tg == c))
+            a, b = int(.6 * len(idx)), int(.75 * len(idx))
+            part["train"] += list(idx[:a]); part["val"] += list(idx[a:b]); part["test"] += list(idx[b:])
+        pool = np.array(sorted(part[split]))
+        if split == "train":
+            pick = pool[rng.integers(0, len(pool), n)]
+            X = np.stack([render_handwritten_from(rng, imgs8[i], True) for i in pick])
+        else:
+            pick = pool[rng.permutation(len(pool))[:n]]
+            X = np.stack([render_handwritten_from(rng, imgs8[i], False) for i in pick])
+        return X, tg[pick].astype(np.int64)
+    y = rng.permutation(np.arange(n) % C).astype(np.int64)
+    X = np.stack([spec["render"](rng, int(c)) for c in y])
+    return X, y
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# pretraining source: glyphs and shapes (none of the tasks' classes) in all the tasks' styles
+# ------------------------------------------------------------------------------------------------------------------
+
+SOURCE_TEXT = (list("abcdefghijklmnopqrstuvwxyz") + list("ABDEFGHJKLMNQRTUVWXYZ")
+               + list("αβγδεζηθλμξπρσφψω") + list("бгджзилфцчшщъыюя")
+               + list("&@#$%?§¶∞♠♣♥♦★☺♪✓✗☀☎✿♞⌘Ω∑√∫"))
+
+
+def _source_fonts():
+    return {t: _fonts_for(t) for t in SOURCE_TEXT}
+
+
+def _source_background(rng, style):
+    base = _rgb(rng)
+    other = lambda: np.clip(base + rng.normal(0, 45, 3), 0, 255)  # noqa: E731  low-contrast second colour
+    if style == 0:  # gradient (street-number like)
+        return _gradient(rng, base, other())
+    if style == 1:  # blurry low-res field (satellite like)
+        f = rng.normal(0, 30, size=(int(rng.integers(2, 9)),) * 2 + (3,)) + base
+        return _upsample(f.astype(np.float32), S)
+    if style == 2:  # two-colour periodic pattern (texture like; stripes / checks of random period and angle)
+        y, x = np.mgrid[0:S, 0:S].astype(np.float32); th = rng.uniform(0, 2 * np.pi); p = rng.uniform(3, 12)
+        u = np.cos(th) * x + np.sin(th) * y; v = -np.sin(th) * x + np.cos(th) * y
+        m = np.sin(2 * np.pi * u / p) > 0
+        if rng.random() < .5:
+            m = m ^ (np.sin(2 * np.pi * v / p) > 0)
+        return _mix(m.astype(np.float32), base, other())
+    if style == 3:  # horizon split (scene / road like)
+        a = _gradient(rng, base, other(), angle=np.pi / 2)
+        h = int(rng.integers(6, 26)); a[h:] = other() + (_noise_field(rng, 8)[h:, :, None] - .5) * 30
+        return a
+    if style == 4:  # black (handwriting like)
+        return np.zeros((S, S, 3), np.float32) + rng.uniform(0, 30)
+    return np.zeros((S, S, 3), np.float32) + base  # solid
+
+
+def _lum(c):
+    return float(np.dot(np.asarray(c, np.float32), [0.299, 0.587, 0.114]))
+
+
+def _contrasting_lum(rng, c, min_diff=90):
+    for _ in range(60):
+        d = _rgb(rng)
+        if abs(_lum(d) - _lum(c)) >= min_diff:
+            return d
+    return np.full(3, 255.0 if _lum(c) < 128 else 0.0)
+
+
+def render_source(rng, label: int, fonts_by_text, easy: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    """one source image and its colour targets (fg rgb, bg mean rgb) in [0, 1]. ``easy``: plain background, large
+    upright centred glyph, no clutter (a share of these lets the ViT get off its initial plateau quickly)."""
+    text = SOURCE_TEXT[label]
+    if easy:
+        bg = np.zeros((S, S, 3), np.float32) + _rgb(rng)
+        pil = Image.fromarray(bg.astype(np.uint8))
+        fg = _contrasting_lum(rng, bg[0, 0], 100)
+        fonts = fonts_by_text[text]
+        _paste_glyph(pil, text, fonts[rng.integers(len(fonts))], int(rng.integers(22, 30)),
+                     16 + rng.uniform(-1.5, 1.5), 16 + rng.uniform(-1.5, 1.5), fg)
+        img = _finish(_to_np(pil), rng, noise=3)
+        return img, np.concatenate([np.asarray(fg, np.float32) / 255, bg[0, 0] / 255]).astype(np.float32)
+    style = int(rng.integers(0, 6))
+    bg = _source_background(rng, style)
+    pil = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8))
+    bgm = bg.mean(axis=(0, 1))
+    fg = _contrasting_lum(rng, bgm, 80) if style != 4 else np.full(3, rng.integers(200, 256))
+    d = ImageDraw.Draw(pil)
+    if rng.random() < .25:  # a plate behind the glyph (sign like), contrasting with the glyph
+        r = rng.uniform(9, 15); c = _contrasting_lum(rng, fg, 80)
+        fn = d.ellipse if rng.random() < .5 else d.rectangle
+        fn([16 - r, 16 - r, 16 + r, 16 + r], fill=tuple(int(v) for v in c))
+    fonts = fonts_by_text[text]
+    font = fonts[rng.integers(len(fonts))]
+    size = int(rng.integers(16, 30))
+    if rng.random() < .15:  # neighbours (street-number like)
+        for k in (-1, 1):
+            other = SOURCE_TEXT[rng.integers(len(SOURCE_TEXT))]
+            of = fonts_by_text[other]
+            _paste_glyph(pil, other, of[rng.integers(len(of))], size, 16 + k * size * .75, 16, fg)
+    _paste_glyph(pil, text, font, size, 16 + rng.uniform(-3, 3), 16 + rng.uniform(-3, 3), fg, rng.uniform(-15, 15))
+    if rng.random() < .2:
+        pil = pil.filter(ImageFilter.GaussianBlur(rng.uniform(.3, .8)))
+    img = _finish(_to_np(pil), rng, noise=4)
+    target = np.concatenate([np.asarray(fg, np.float32) / 255, bgm.astype(np.float32) / 255])
+    return img, target
+
+
+def make_source(n: int, seed: int, progress_desc: str = None, easy_frac: float = 0.0
+                ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` source images (uint8), labels (int64) and colour targets (float32, (n, 6)); a share ``easy_frac`` of
+    them plain (see :func:`render_source`)."""
+    from ...progress import progress
+
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 4242]))
+    fonts = _source_fonts()
+    y = rng.integers(0, len(SOURCE_TEXT), n).astype(np.int64)
+    easy = rng.random(n) < easy_frac
+    X = np.empty((n, S, S, 3), np.uint8)
+    T = np.empty((n, 6), np.float32)
+    for i in progress(range(n), desc=progress_desc or "source images", mininterval=2):
+        X[i], T[i] = render_source(rng, int(y[i]), fonts, easy=bool(easy[i]))
+    return X, y, T
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# example grid (for the book)
+# ------------------------------------------------------------------------------------------------------------------
+
+def example_grid_array(task: str, n: int = 8, seed: int = 0, scale: int = 2, classes: int = None) -> np.ndarray:
+    """A uint8 image: ``classes`` rows (default: up to 8 classes) of ``n`` examples each, upscaled ``scale``x."""
+    spec = TASKS[task]
+    C = len(spec["classes"])
+    rows = min(C, classes or 8)
+    X, y = generate_split(task, "val", max(C * n * 2, 200), seed)
+    pad = 2
+    tile = S * scale
+    out = np.full((rows * (tile + pad) + pad, n * (tile + pad) + pad, 3), 255, np.uint8)
+    for r in range(rows):
+        imgs = X[y == r][:n]
+        for c, im in enumerate(imgs):
+            big = np.kron(im, np.ones((scale, scale, 1), np.uint8))
+            out[pad + r * (tile + pad):pad + r * (tile + pad) + tile, pad + c * (tile + pad):pad + c * (tile + pad) + tile] = big
+    return out

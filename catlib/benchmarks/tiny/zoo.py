@@ -1,0 +1,495 @@
+"""Building, writing, loading and verifying the tiny benchmark's model zoo.
+
+Build from scratch (data, pretraining, 8 fine-tunes, joint MTL fine-tune, TA/WA measurement, manifest)::
+
+    python -m catlib.benchmarks.tiny.zoo build --size default      # -> data/tiny/default/
+    python -m catlib.benchmarks.tiny.zoo build --size large        # -> data/tiny/large/
+    python -m catlib.benchmarks.tiny.zoo verify --size default
+
+Every stage is seeded; stage results are cached under the build cache (``$CATLIB_CACHE`` or ``~/.cache/catlib``)
+keyed by a hash of the recipe, so re-running after changing only the fine-tuning recipe reuses the pretraining.
+The zoo on disk: one fp16 safetensors file per model, ``heads.safetensors`` (fp32 prototypes) and
+``manifest.json`` (configs, sha256 of each file, sha256 of the generated data, accuracies).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...progress import progress
+from . import data as D
+from .model import PrototypeHead, build_encoder, to_tensor
+
+FORMAT_VERSION = 1
+BUILD_VERSION = 2  # salt of the fine-tuning stages' cache keys: bump it (and GENERATOR_VERSION) when a renderer changes
+ALPHAS = [round(0.05 * k, 2) for k in range(1, 21)]
+
+CONFIGS: Dict[str, dict] = {
+    "default": dict(
+        benchmark="tiny", seed=0,
+        data=dict(seed=0, n_train=4000, n_val=500, n_test=1000),
+        model=dict(image_size=32, patch_size=8, width=192, layers=5, heads=6, mlp_ratio=4.0, output_dim=128),
+        pretrain=dict(n_source=80000, easy_frac=0.4, steps=4000, batch=128, lr=7e-4, wd=0.05, warmup=100,
+                      label_smoothing=0.1, cls_scale=16.0, colour_weight=1.0, seed=1),
+        heads=dict(logit_scale=30.0),
+        finetune=dict(steps=300, batch=64, lr=3e-4, wd=0.0, warmup=30, seed=2),
+        mtl=dict(steps=1000, batch_per_task=12, lr=3e-4, wd=0.0, warmup=50, seed=3),
+        merge=dict(alphas=ALPHAS),
+    ),
+}
+CONFIGS["large"] = copy.deepcopy(CONFIGS["default"])
+CONFIGS["large"].update(benchmark="tiny-large")
+CONFIGS["large"]["model"].update(width=256, layers=6, heads=8, output_dim=192)
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parents[3]
+
+
+def default_root(size: str) -> Path:
+    env = os.environ.get("CATLIB_TINY_ROOT")
+    return Path(env) / size if env else repo_root() / "data" / "tiny" / size
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CATLIB_CACHE", Path.home() / ".cache" / "catlib")) / "tiny"
+
+
+def config_hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_array(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# data (cached arrays, validated by the generator-config hash)
+# ----------------------------------------------------------------------------------------------------------------
+
+GENERATOR_VERSION = 1  # bump when a renderer changes
+
+
+def split_size(data_cfg: dict, split: str) -> int:
+    return data_cfg[f"n_{split}"]
+
+
+def task_data(task: str, split: str, data_cfg: dict, use_cache: bool = True):
+    """(images uint8 (N, 32, 32, 3), labels int64) of one task and split; cached as .npz keyed by the config hash."""
+    key = dict(v=GENERATOR_VERSION, task=task, split=split, n=split_size(data_cfg, split), seed=data_cfg["seed"])
+    h = config_hash(key)
+    path = cache_dir() / "data" / f"{task}-{split}-{h}.npz"
+    if use_cache and path.exists():
+        try:
+            z = np.load(path)
+            if str(z["config_hash"]) == h:
+                return z["x"], z["y"]
+        except Exception:  # a broken cache file is regenerated
+            pass
+    x, y = D.generate_split(task, split, split_size(data_cfg, split), data_cfg["seed"])
+    if use_cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
+        np.savez(tmp, x=x, y=y, config_hash=np.array(h))
+        os.replace(tmp, path)
+    return x, y
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# training pieces
+# ----------------------------------------------------------------------------------------------------------------
+
+def _set_determinism(seed: int):
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    try:
+        torch.use_deterministic_algorithms(True)
+    except Exception:  # pragma: no cover
+        pass
+
+
+def _lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    t = (step - warmup) / max(1, steps - warmup)
+    return lr * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def _set_lr(opt, lr):
+    for g in opt.param_groups:
+        g["lr"] = lr
+
+
+def _param_groups(module, wd):
+    decay, no_decay = [], []
+    for n, p in module.named_parameters():
+        (no_decay if p.ndim < 2 or n in ("class_embedding", "positional_embedding") else decay).append(p)
+    return [dict(params=decay, weight_decay=wd), dict(params=no_decay, weight_decay=0.0)]
+
+
+def sd_cpu(module) -> Dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", torch.float32).clone() for k, v in module.state_dict().items()}
+
+
+def pretrain(cfg: dict, log=print) -> Dict[str, torch.Tensor]:
+    pc, mc = cfg["pretrain"], cfg["model"]
+    _set_determinism(pc["seed"])
+    t0 = time.time()
+    X, Y, T = D.make_source(pc["n_source"], pc["seed"], progress_desc="pretraining source images",
+                            easy_frac=pc.get("easy_frac", 0.0))
+    log(f"source: {len(X)} images, {len(D.SOURCE_TEXT)} classes, {time.time() - t0:.0f}s")
+    enc = build_encoder(mc)
+    C = len(D.SOURCE_TEXT)
+    cls = torch.nn.Parameter(torch.randn(C, mc["output_dim"]) * 0.02)
+    colour = torch.nn.Linear(mc["output_dim"], 6)
+    params = _param_groups(enc, pc["wd"]) + [dict(params=[cls] + list(colour.parameters()), weight_decay=0.0)]
+    opt = torch.optim.AdamW(params, lr=pc["lr"], betas=(0.9, 0.98))
+    rng = np.random.default_rng(pc["seed"])
+    order = np.concatenate([rng.permutation(len(X)) for _ in range(pc["steps"] * pc["batch"] // len(X) + 1)])
+    Tt = torch.from_numpy(T)
+    enc.train()
+    bar = progress(range(pc["steps"]), desc="pretrain", mininterval=5)
+    run_acc = run_loss = 0.0
+    for step in bar:
+        idx = order[step * pc["batch"]:(step + 1) * pc["batch"]]
+        x, y = to_tensor(X[idx]), torch.from_numpy(Y[idx])
+        _set_lr(opt, _lr_at(step, pc["steps"], pc["lr"], pc["warmup"]))
+        f = enc(x)
+        logits = pc["cls_scale"] * F.normalize(f, dim=-1) @ F.normalize(cls, dim=-1).t()
+        loss_c = F.cross_entropy(logits, y, label_smoothing=pc["label_smoothing"])
+        loss_r = F.mse_loss(torch.sigmoid(colour(f)), Tt[idx])
+        loss = loss_c + pc["colour_weight"] * 10 * loss_r
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(enc.parameters(), 1.0)
+        opt.step()
+        run_acc = 0.98 * run_acc + 0.02 * (logits.argmax(1) == y).float().mean().item()
+        run_loss = 0.98 * run_loss + 0.02 * loss.item()
+        if step % 100 == 0 or step == pc["steps"] - 1:
+            bar.set_postfix(loss=f"{run_loss:.3f}", acc=f"{run_acc:.3f}")
+            log(f"pretrain step {step}/{pc['steps']} loss {run_loss:.3f} acc~{run_acc:.3f} "
+                f"colour_mse {loss_r.item():.4f} ({time.time() - t0:.0f}s)")
+    enc.eval()
+    return sd_cpu(enc)
+
+
+@torch.no_grad()
+def features(enc, X: np.ndarray, batch: int = 500) -> torch.Tensor:
+    enc.eval()
+    return torch.cat([enc(to_tensor(X[i:i + batch])) for i in range(0, len(X), batch)])
+
+
+@torch.no_grad()
+def make_heads(cfg: dict, theta0, tasks: Sequence[str]) -> Dict[str, PrototypeHead]:
+    enc = build_encoder(cfg["model"]); enc.load_state_dict(theta0)
+    heads = {}
+    for t in tasks:
+        X, Y = task_data(t, "train", cfg["data"])
+        f = F.normalize(features(enc, X), dim=-1)
+        C = len(D.TASKS[t]["classes"])
+        protos = torch.stack([f[torch.from_numpy(Y == c)].mean(0) for c in range(C)])
+        heads[t] = PrototypeHead(protos, cfg["heads"]["logit_scale"])
+    return heads
+
+
+def finetune(cfg: dict, theta0, heads, tasks: Sequence[str], rc: dict, desc: str, log=print):
+    """Fine-tune the whole encoder on ``tasks`` (one task: individual; all: joint MTL) with frozen heads."""
+    _set_determinism(rc["seed"] + 1000 * (D.TASK_NAMES.index(tasks[0]) if len(tasks) == 1 else 99))
+    enc = build_encoder(cfg["model"]); enc.load_state_dict(theta0); enc.train()
+    opt = torch.optim.AdamW(_param_groups(enc, rc["wd"]), lr=rc["lr"], betas=(0.9, 0.98))
+    data = {t: task_data(t, "train", cfg["data"]) for t in tasks}
+    rng = np.random.default_rng([rc["seed"]] + [D.TASK_NAMES.index(t) for t in tasks])
+    per = rc["batch"] if len(tasks) == 1 else rc["batch_per_task"]
+    t0 = time.time()
+    for step in progress(range(rc["steps"]), desc=desc, mininterval=5, leave=False):
+        _set_lr(opt, _lr_at(step, rc["steps"], rc["lr"], rc["warmup"]))
+        loss = 0.0
+        for t in tasks:
+            X, Y = data[t]
+            idx = rng.integers(0, len(X), per)
+            loss = loss + F.cross_entropy(heads[t](enc(to_tensor(X[idx]))), torch.from_numpy(Y[idx]))
+        loss = loss / len(tasks)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(enc.parameters(), 1.0)
+        opt.step()
+    log(f"{desc}: {rc['steps']} steps, final loss {loss.item():.3f} ({time.time() - t0:.0f}s)")
+    enc.eval()
+    return sd_cpu(enc)
+
+
+@torch.no_grad()
+def accuracies(cfg: dict, sd, heads, tasks: Sequence[str], split: str, enc=None) -> Dict[str, float]:
+    enc = enc or build_encoder(cfg["model"])
+    enc.load_state_dict(sd); enc.eval()
+    out = {}
+    for t in tasks:
+        X, Y = task_data(t, split, cfg["data"])
+        pred = heads[t](features(enc, X)).argmax(1).numpy()
+        out[t] = float(100.0 * (pred == Y).mean())
+    return out
+
+
+def task_arithmetic(theta0, finetuned: Sequence[dict], alpha: float):
+    return {k: theta0[k] + alpha * sum(ft[k] - theta0[k] for ft in finetuned) for k in theta0}
+
+
+def weight_average(finetuned: Sequence[dict]):
+    return {k: sum(ft[k] for ft in finetuned) / len(finetuned) for k in finetuned[0]}
+
+
+def mean(d: Dict[str, float]) -> float:
+    return float(sum(d.values()) / len(d))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# build
+# ----------------------------------------------------------------------------------------------------------------
+
+def fp16_round(sd):
+    """fp32 copy of the state dict rounded through fp16 (the precision the zoo is stored in)."""
+    return {k: v.to(torch.float16).to(torch.float32) for k, v in sd.items()}
+
+
+def _cached(path: Path, fn, log=print):
+    if path.exists():
+        log(f"reusing {path}")
+        return torch.load(path, weights_only=True)
+    out = fn()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(out, path.with_suffix(".tmp"))
+    os.replace(path.with_suffix(".tmp"), path)
+    return out
+
+
+def build(size: str = "default", out: Optional[Path] = None, cfg: Optional[dict] = None, use_cache: bool = True,
+          threads: int = 1, log=print) -> dict:
+    """Build data and zoo from scratch; write it to ``out`` (default ``data/tiny/<size>``); return the manifest."""
+    cfg = copy.deepcopy(cfg or CONFIGS[size])
+    out = Path(out) if out is not None else default_root(size)
+    torch.set_num_threads(threads)
+    tasks = list(D.TASK_NAMES)
+    timings: Dict[str, float] = {}
+    T0 = time.time()
+    bdir = cache_dir() / "build" / f"{size}-{config_hash([cfg['model'], cfg['pretrain'], cfg['data']])}"
+
+    t = time.time()
+    for tk in progress(tasks, desc="task data"):
+        for sp in ("train", "val", "test"):
+            task_data(tk, sp, cfg["data"], use_cache=use_cache)
+    timings["data"] = time.time() - t
+    log(f"data: {timings['data']:.0f}s")
+
+    t = time.time()
+    theta0 = (_cached(bdir / "pretrained.pt", lambda: pretrain(cfg, log), log) if use_cache else pretrain(cfg, log))
+    theta0 = fp16_round(theta0)  # the zoo ships fp16: every later stage and number uses exactly the shipped weights
+    timings["pretrain"] = time.time() - t
+
+    heads = make_heads(cfg, theta0, tasks)
+    ft_key = config_hash([BUILD_VERSION, cfg["finetune"], cfg["heads"]])
+    finetuned = {}
+    t = time.time()
+    for tk in tasks:
+        fn = lambda tk=tk: finetune(cfg, theta0, heads, [tk], cfg["finetune"], f"finetune {tk}", log)  # noqa: E731
+        finetuned[tk] = fp16_round(_cached(bdir / f"ft-{ft_key}-{tk}.pt", fn, log) if use_cache else fn())
+    timings["finetune"] = time.time() - t
+    t = time.time()
+    mtl_key = config_hash([BUILD_VERSION, cfg["mtl"], cfg["heads"]])
+    fn = lambda: finetune(cfg, theta0, heads, tasks, cfg["mtl"], "finetune MTL (all tasks)", log)  # noqa: E731
+    mtl = fp16_round(_cached(bdir / f"mtl-{mtl_key}.pt", fn, log) if use_cache else fn())
+    timings["mtl"] = time.time() - t
+
+    t = time.time()
+    res = evaluate_zoo(cfg, theta0, finetuned, mtl, heads, tasks, log)
+    timings["evaluate"] = time.time() - t
+    timings["total"] = time.time() - T0
+    manifest = write_zoo(out, cfg, theta0, finetuned, mtl, heads, res, timings, threads, log)
+    return manifest
+
+
+def evaluate_zoo(cfg, theta0, finetuned, mtl, heads, tasks, log=print) -> dict:
+    enc = build_encoder(cfg["model"])
+    ev = lambda sd, split="test": accuracies(cfg, sd, heads, tasks, split, enc)  # noqa: E731
+    res = {"pretrained": ev(theta0)}
+    res["individual"] = {t: accuracies(cfg, finetuned[t], heads, [t], "test", enc)[t] for t in tasks}
+    res["mtl"] = ev(mtl) if mtl is not None else None
+    fts = [finetuned[t] for t in tasks]
+    res["weight_averaging"] = ev(weight_average(fts))
+    val_curve = {}
+    for a in progress(cfg["merge"]["alphas"], desc="task arithmetic alpha grid (val)"):
+        val_curve[a] = mean(ev(task_arithmetic(theta0, fts, a), "val"))
+    best = max(val_curve, key=lambda a: (val_curve[a], -a))
+    res["task_arithmetic"] = dict(alpha=best, val_curve={str(k): v for k, v in val_curve.items()},
+                                  test=ev(task_arithmetic(theta0, fts, best)))
+    summ = {k: mean(res[k]) for k in ("pretrained", "individual", "weight_averaging")}
+    summ["mtl"] = mean(res["mtl"]) if res["mtl"] else None
+    summ["task_arithmetic"] = mean(res["task_arithmetic"]["test"])
+    res["average"] = summ
+    log("test averages: " + ", ".join(f"{k} {v:.1f}" for k, v in summ.items() if v is not None)
+        + f"; TA alpha {best}")
+    res["acceptance"] = acceptance(res)
+    return res
+
+
+def acceptance(res: dict) -> dict:
+    a = res["average"]
+    ind, pre, ta, wa = a["individual"], a["pretrained"], a["task_arithmetic"], a["weight_averaging"]
+    alpha = res["task_arithmetic"]["alpha"]
+    checks = {
+        "individual_avg_ge_85": dict(value=ind, target=">= 85", met=ind >= 85),
+        "individual_each_ge_75": dict(value=min(res["individual"].values()), target="min >= 75",
+                                      met=min(res["individual"].values()) >= 75),
+        "pretrained_le_individual_minus_20": dict(value=ind - pre, target="Ind - Pre >= 20", met=ind - pre >= 20),
+        "ta_ge_pretrained_plus_10": dict(value=ta - pre, target="TA - Pre >= 10", met=ta - pre >= 10),
+        "ta_le_individual_minus_10": dict(value=ind - ta, target="Ind - TA >= 10", met=ind - ta >= 10),
+        "ta_alpha_in_0.2_0.6": dict(value=alpha, target="0.2 <= alpha <= 0.6", met=0.2 <= alpha <= 0.6),
+        "wa_below_ta": dict(value=ta - wa, target="TA - WA > 0", met=ta > wa),
+    }
+    return checks
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# zoo files
+# ----------------------------------------------------------------------------------------------------------------
+
+def model_files(tasks: Sequence[str]) -> Dict[str, str]:
+    files = {"pretrained": "pretrained.safetensors", "mtl": "mtl.safetensors", "heads": "heads.safetensors"}
+    files.update({f"finetuned/{t}": f"finetuned_{t}.safetensors" for t in tasks})
+    return files
+
+
+def write_zoo(out: Path, cfg, theta0, finetuned, mtl, heads, results, timings, threads, log=print) -> dict:
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    tasks = list(finetuned)
+    files = model_files(tasks)
+    half = lambda sd: {k: v.to(torch.float16).contiguous() for k, v in sd.items()}  # noqa: E731
+    save_file(half(theta0), str(out / files["pretrained"]), metadata={"model": "pretrained"})
+    for t in tasks:
+        save_file(half(finetuned[t]), str(out / files[f"finetuned/{t}"]), metadata={"model": f"finetuned/{t}"})
+    save_file(half(mtl), str(out / files["mtl"]), metadata={"model": "mtl"})
+    save_file({t: h.prototypes.contiguous() for t, h in heads.items()}, str(out / files["heads"]),
+              metadata={"logit_scale": str(cfg["heads"]["logit_scale"])})
+    data_sha = {t: {sp: sha256_array(*task_data(t, sp, cfg["data"])) for sp in ("train", "val", "test")}
+                for t in tasks}
+    manifest = dict(
+        format_version=FORMAT_VERSION, benchmark=cfg["benchmark"], tasks=tasks,
+        task_info={t: {k: v for k, v in info.items()} for t, info in D.task_info().items()},
+        config=cfg, generator_version=GENERATOR_VERSION,
+        files={k: dict(path=v, sha256=sha256_file(out / v), bytes=(out / v).stat().st_size) for k, v in files.items()},
+        data_sha256=data_sha,
+        accuracy_note=("accuracies measured at build time, in fp32, on the weights exactly as shipped (rounded "
+                       "through fp16); percent top-1 on the test split unless stated"),
+        results=results,
+        build=dict(seconds={k: round(v, 1) for k, v in timings.items()}, threads=threads, torch=torch.__version__,
+                   numpy=np.__version__, python=platform.python_version(), machine=platform.machine()),
+    )
+    with open(out / "manifest.json", "w") as f:
+        json.dump(manifest, f, indent=1, sort_keys=False)
+    log(f"wrote zoo to {out} ({sum(v['bytes'] for v in manifest['files'].values()) / 1e6:.1f} MB)")
+    return manifest
+
+
+class ZooError(RuntimeError):
+    """The zoo on disk is missing, not built, or does not match its manifest."""
+
+
+def read_manifest(root: Path, size: str = "default") -> dict:
+    mpath = Path(root) / "manifest.json"
+    if not mpath.exists():
+        raise ZooError(f"the tiny zoo '{size}' is not built: {mpath} does not exist. Build it with\n"
+                       f"    python -m catlib.benchmarks.tiny.zoo build --size {size}\n"
+                       f"(or python scripts/build_zoo.py --size {size}); it takes up to an hour on 2 CPU cores.")
+    with open(mpath) as f:
+        return json.load(f)
+
+
+def verify_zoo(root: Path, manifest: dict) -> None:
+    """Raise :class:`ZooError` naming the file when a zoo file is missing, changed or truncated."""
+    for key, info in manifest["files"].items():
+        p = Path(root) / info["path"]
+        if not p.exists():
+            raise ZooError(f"tiny zoo file missing: {p} (manifest entry {key!r}); rebuild the zoo")
+        size = p.stat().st_size
+        if size != info["bytes"]:
+            raise ZooError(f"tiny zoo file {p} has {size} bytes, the manifest says {info['bytes']}: the file is "
+                           f"truncated or changed; restore it (git checkout) or rebuild the zoo")
+        digest = sha256_file(p)
+        if digest != info["sha256"]:
+            raise ZooError(f"tiny zoo file {p} fails its sha256 check (got {digest[:12]}..., manifest "
+                           f"{info['sha256'][:12]}...): the file was changed; restore it or rebuild the zoo")
+
+
+def load_state(root: Path, manifest: dict, key: str) -> Dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    p = Path(root) / manifest["files"][key]["path"]
+    try:
+        sd = load_file(str(p))
+    except Exception as e:  # pragma: no cover - caught by verify_zoo first
+        raise ZooError(f"cannot read tiny zoo file {p}: {e}") from e
+    return {k: v.to(torch.float32) for k, v in sd.items()}
+
+
+def load_heads(root: Path, manifest: dict) -> Dict[str, PrototypeHead]:
+    raw = load_state(root, manifest, "heads")
+    scale = manifest["config"]["heads"]["logit_scale"]
+    return {t: PrototypeHead(raw[t], scale) for t in manifest["tasks"]}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# command line
+# ----------------------------------------------------------------------------------------------------------------
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m catlib.benchmarks.tiny.zoo", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="build data and zoo from scratch")
+    b.add_argument("--size", choices=sorted(CONFIGS), default="default")
+    b.add_argument("--out", type=Path, default=None, help="output folder (default data/tiny/<size>)")
+    b.add_argument("--threads", type=int, default=1, help="torch threads (the shipped zoo was built with 1)")
+    b.add_argument("--no-cache", action="store_true", help="ignore and do not write the stage cache")
+    v = sub.add_parser("verify", help="check the sha256 of every zoo file against the manifest")
+    v.add_argument("--size", choices=sorted(CONFIGS), default="default")
+    v.add_argument("--root", type=Path, default=None)
+    args = ap.parse_args(argv)
+    if args.cmd == "build":
+        m = build(args.size, args.out, use_cache=not args.no_cache, threads=args.threads,
+                  log=lambda s: print(s, flush=True))
+        print(json.dumps(m["results"]["acceptance"], indent=1))
+        print(json.dumps(m["build"], indent=1))
+    else:
+        root = args.root or default_root(args.size)
+        m = read_manifest(root, args.size)
+        verify_zoo(root, m)
+        print(f"{root}: {len(m['files'])} files OK")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
