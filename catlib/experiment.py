@@ -1,0 +1,150 @@
+"""Running methods on a benchmark the way the paper's protocol says: hyperparameters chosen on the validation
+split, accuracy reported on the test split. Shared by the command line and every notebook.
+
+* :func:`statistics_for` collects (and memoises per benchmark) the statistics a method needs from ``n`` exemplars
+  per task of the training split.
+* :func:`merge_on` merges a benchmark's fine-tuned models with one configuration.
+* :func:`reference_rows` gives Pretrained, Individual and Traditional MTL.
+* :func:`tune` evaluates a grid on ``val`` and reports the best configuration on ``test``.
+* :data:`GRIDS` holds the validation grids; every method gets a grid over its merge coefficient and its main
+  method-specific knob, no method more than the others.
+"""
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+
+from .benchmarks.base import Benchmark, StateDict
+from .evaluate import average, evaluate
+from .merge.registry import get_method, merge
+from .progress import progress
+from .stats import Statistics, collect_statistics
+
+ALPHAS = [round(0.05 * i, 2) for i in range(1, 21)]  # 0.05 .. 1.0
+
+# Validation grids (hyperparameters chosen on "val" for every method alike).
+GRIDS: Dict[str, Dict[str, List[Any]]] = {
+    "weight_average": {},
+    "task_arithmetic": {"alpha": ALPHAS},
+    "ties": {"alpha": [0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0], "k": [0.1, 0.2, 0.4]},
+    "fisher": {"normalize": [True, False]},
+    "regmean": {"reduce_nondiag": [0.5, 0.9, 0.95, 1.0]},
+    "tatr": {"alpha": [0.2, 0.3, 0.4, 0.5, 0.6], "remove_ratio": [0.01, 0.05, 0.1]},
+    "ties_tatr": {"alpha": [0.2, 0.3, 0.4, 0.5, 0.6, 0.8], "remove_ratio": [0.01, 0.05]},
+    "consensus": {"alpha": [0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0], "tall_lambda": [0.2, 0.4, 0.6]},
+    "pcb": {"alpha": [0.6, 0.8, 1.0, 1.2, 1.5], "ratio": [0.05, 0.1, 0.2]},
+    "cat": {"alpha": [0.2, 0.3, 0.4, 0.5, 0.6, 0.8], "c": [2, 4], "lam": [1.0, 5.0]},
+    "awd_ta": {"alpha": [0.2, 0.3, 0.4, 0.5, 0.6, 0.8], "penalty": [0.1, 1.0]},
+    "awd_ties": {"alpha": [0.2, 0.3, 0.4, 0.5, 0.6, 0.8], "penalty": [0.1, 1.0]},
+}
+
+# Display names, in the order of the paper's Table 1 (then AWD rows).
+DISPLAY = {
+    "pretrained": "Pretrained", "individual": "Individual", "mtl": "Traditional MTL",
+    "weight_average": "Weight Averaging", "fisher": "Fisher Merging", "regmean": "RegMean",
+    "task_arithmetic": "Task Arithmetic", "ties": "Ties-Merging", "tatr": "TATR",
+    "ties_tatr": "Ties-Merging & TATR", "consensus": "Consensus Merging", "pcb": "PCB Merging",
+    "cat": "CAT Merging", "awd_ta": "AWD + TA", "awd_ties": "AWD + TIES",
+}
+REFERENCE = ("pretrained", "individual", "mtl")
+
+
+def grid_points(grid: Mapping[str, Sequence[Any]]) -> List[Dict[str, Any]]:
+    """Cartesian product of a grid ({} → one empty configuration)."""
+    names = list(grid)
+    return [dict(zip(names, vals)) for vals in itertools.product(*[grid[n] for n in names])]
+
+
+_STATS_CACHE: Dict[tuple, Statistics] = {}
+
+
+def statistics_for(bench: Benchmark, method: str, n_exemplars: int = 4, seed: int = 0,
+                   tasks: Optional[Sequence[str]] = None, hparams: Optional[Mapping[str, Any]] = None,
+                   **options) -> Optional[Statistics]:
+    """Statistics ``method`` needs on ``bench`` from ``n_exemplars`` training images per task (memoised)."""
+    spec = get_method(method)
+    hp = dict(hparams or {})
+    needs = spec.needs_for(hp)
+    if not needs:
+        return None
+    implied = spec.fn.stats_options({**spec.defaults(), **hp}) if hasattr(spec.fn, "stats_options") else {}
+    opts = {**implied, **options}
+    tasks = list(tasks or bench.tasks)
+    key = (id(bench), tuple(tasks), tuple(sorted(needs)), n_exemplars, seed, tuple(sorted(opts.items())))
+    if key not in _STATS_CACHE:
+        ex = bench.exemplar_batches(n_exemplars, seed=seed, labelled=True, tasks=tasks)
+        if not spec.labelled and "fisher" not in needs:
+            ex = [e[0] for e in ex]
+        _STATS_CACHE[key] = collect_statistics(bench.build_module(), bench.pretrained, bench.finetuned_list(tasks),
+                                               ex, needs=needs, heads=bench.head_list(tasks), seed=seed, **opts)
+    return _STATS_CACHE[key]
+
+
+def merge_on(bench: Benchmark, method: str, hparams: Optional[Mapping[str, Any]] = None,
+             tasks: Optional[Sequence[str]] = None, n_exemplars: int = 4, seed: int = 0) -> StateDict:
+    """Merge the fine-tuned models of ``tasks`` (default: the benchmark's) with one configuration."""
+    hp = dict(hparams or {})
+    stats = statistics_for(bench, method, n_exemplars, seed, tasks, hp)
+    return merge(method, bench.pretrained, bench.finetuned_list(tasks), stats=stats, **hp)
+
+
+def reference_rows(bench: Benchmark, split: str = "test", tasks: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, float]]:
+    """Pretrained (θ0), Individual (each task's own expert) and Traditional MTL (when the benchmark has one)."""
+    tasks = list(tasks or bench.tasks)
+    rows = {"pretrained": evaluate(bench, bench.pretrained, split, tasks)}
+    rows["individual"] = {t: evaluate(bench, bench.finetuned[t], split, [t])[t] for t in tasks}
+    if bench.mtl is not None:
+        rows["mtl"] = evaluate(bench, bench.mtl, split, tasks)
+    return rows
+
+
+@dataclass
+class TuneResult:
+    method: str
+    best: Dict[str, Any]                       # chosen hyperparameters
+    val_average: float                         # validation average of the chosen configuration
+    test: Dict[str, float]                     # per-task test accuracy of the chosen configuration
+    grid: List[Dict[str, Any]] = field(default_factory=list)  # every configuration with its val average
+    seconds: float = 0.0
+
+    @property
+    def test_average(self) -> float:
+        return average(self.test)
+
+
+def tune(bench: Benchmark, method: str, grid: Optional[Mapping[str, Sequence[Any]]] = None,
+         fixed: Optional[Mapping[str, Any]] = None, tasks: Optional[Sequence[str]] = None,
+         eval_tasks: Optional[Sequence[str]] = None, n_exemplars: int = 4, seed: int = 0,
+         select_split: str = "val", report_split: str = "test") -> TuneResult:
+    """Choose ``method``'s hyperparameters on ``select_split`` (mean accuracy over the merged tasks) and report
+    the chosen configuration on ``report_split``. ``eval_tasks`` (default: ``tasks``) are the tasks tested,
+    e.g. seen + unseen for Table 8; selection always uses the merged tasks only."""
+    tasks = list(tasks or bench.tasks)
+    eval_tasks = list(eval_tasks or tasks)
+    grid = GRIDS.get(method, {}) if grid is None else grid
+    t0 = time.perf_counter()
+    scored = []
+    for point in progress(grid_points(grid), desc=f"{method} grid", leave=False):
+        hp = {**dict(fixed or {}), **point}
+        merged = merge_on(bench, method, hp, tasks, n_exemplars, seed)
+        scored.append({**hp, "val_average": average(evaluate(bench, merged, select_split, tasks))})
+    best = max(scored, key=lambda r: r["val_average"])  # first maximum wins: ties go to the earlier grid point
+    hp = {k: v for k, v in best.items() if k != "val_average"}
+    merged = merge_on(bench, method, hp, tasks, n_exemplars, seed)
+    test = evaluate(bench, merged, report_split, eval_tasks)
+    return TuneResult(method, hp, best["val_average"], test, scored, time.perf_counter() - t0)
+
+
+def results_table(rows: Mapping[str, Mapping[str, float]], tasks: Iterable[str]):
+    """A pandas DataFrame: one row per method (display names), per-task columns, ``avg`` and ``#best`` (number of
+    tasks where a merging method is best; reference rows excluded, ties count for each)."""
+    import pandas as pd
+    tasks = list(tasks)
+    df = pd.DataFrame({DISPLAY.get(m, m): {t: r[t] for t in tasks} for m, r in rows.items()}).T[tasks]
+    df["avg"] = df[tasks].mean(axis=1)
+    merging = [DISPLAY.get(m, m) for m in rows if m not in REFERENCE]
+    best = df.loc[merging, tasks].round(1).max(axis=0) if merging else None
+    df["#best"] = [int((df.loc[n, tasks].round(1) == best).sum()) if n in merging else None for n in df.index]
+    return df
