@@ -38,6 +38,10 @@ GRIDS: Dict[str, Dict[str, List[Any]]] = {
     "cat": {"alpha": [0.2, 0.3, 0.4, 0.5, 0.6, 0.8], "c": [2, 4], "lam": [1.0, 5.0]},
     "awd_ta": {"alpha": [0.2, 0.3, 0.4, 0.5, 0.6, 0.8], "penalty": [0.1, 1.0]},
     "awd_ties": {"alpha": [0.2, 0.3, 0.4, 0.5, 0.6, 0.8], "penalty": [0.1, 1.0]},
+    "tsv_m": {"alpha": [0.4, 0.6, 0.8, 1.0, 1.2, 1.5]},
+    "iso_c": {"alpha": [0.4, 0.6, 0.8, 1.0, 1.5, 2.0]},
+    "iso_cts": {"alpha": [0.4, 0.6, 0.8, 1.0, 1.5, 2.0]},
+    "wudi": {"lr": [1e-5, 1e-4]},
 }
 
 # Display names, in the order of the paper's Table 1 (then AWD rows).
@@ -47,6 +51,7 @@ DISPLAY = {
     "task_arithmetic": "Task Arithmetic", "ties": "Ties-Merging", "tatr": "TATR",
     "ties_tatr": "Ties-Merging & TATR", "consensus": "Consensus Merging", "pcb": "PCB Merging",
     "cat": "CAT Merging", "awd_ta": "AWD + TA", "awd_ties": "AWD + TIES",
+    "tsv_m": "TSV-M", "iso_c": "Iso-C", "iso_cts": "Iso-CTS", "wudi": "WUDI",
 }
 REFERENCE = ("pretrained", "individual", "mtl")
 

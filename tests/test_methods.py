@@ -180,3 +180,31 @@ def test_cat_c0_equals_task_arithmetic(vit_setup):
 def test_awd_zero_steps_equals_ta():
     p, f = rand_models()
     assert close(catlib.merge("awd_ta", p, f, steps=0, alpha=0.3), catlib.merge("task_arithmetic", p, f, alpha=0.3))
+
+
+# ---- newer methods ---------------------------------------------------------------------------------------------
+def test_tsv_single_task_reproduces_it_and_iso_c_flattens_spectrum():
+    p, f = rand_models(K=1)
+    assert close(catlib.merge("tsv_m", p, f, alpha=1.0), f[0], atol=1e-5)
+    tau = f[0]["a"] - p["a"]
+    U, S, Vh = torch.linalg.svd(tau, full_matrices=False)
+    out = catlib.merge("iso_c", p, f, alpha=1.0)
+    assert torch.allclose(out["a"] - p["a"], S.mean() * U @ Vh, atol=1e-5)
+    assert torch.allclose(out["b"], f[0]["b"])  # non-matrix keys: mean of one task vector
+
+
+def test_tsv_orthogonal_tasks_add_up():
+    # two tasks living in orthogonal row/column subspaces are merged without interference
+    p = {"w": torch.zeros(4, 4)}
+    f = [{"w": torch.diag(T(3, 2, 0, 0))}, {"w": torch.diag(T(0, 0, 5, 1))}]
+    assert torch.allclose(catlib.merge("tsv_m", p, f)["w"], torch.diag(T(3, 2, 5, 1)), atol=1e-5)
+
+
+def test_iso_cts_runs_and_wudi_single_task_unchanged():
+    p, f = rand_models(K=3)
+    out = catlib.merge("iso_cts", p, f)
+    assert set(out) == set(p) and all(torch.isfinite(v).all() for v in out.values())
+    p1, f1 = rand_models(K=1)
+    w = catlib.merge("wudi", p1, f1, steps=20)
+    assert torch.allclose(w["a"], f1[0]["a"], atol=1e-6)  # loss is 0 at the start: nothing moves
+    assert torch.equal(w["b"], p1["b"])                      # others="zero": non-matrix keys stay at θ0

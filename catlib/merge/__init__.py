@@ -1,6 +1,6 @@
 """Merge methods, one module each, behind one registry (:mod:`catlib.merge.registry`)."""
-from . import (awd, cat, consensus, fisher, pcb, regmean, task_arithmetic, tatr, ties,  # noqa: F401 (register)
-               weight_average)
+from . import (awd, cat, consensus, fisher, iso, pcb, regmean, task_arithmetic, tatr, ties, tsv,  # noqa: F401
+               weight_average, wudi)
 from .awd import AWDResult, disentangle
 from .cat import removal_bases
 from .registry import MethodSpec, get_method, merge, methods
