@@ -36,3 +36,10 @@ def vit_setup():
         heads.append(torch.nn.Linear(16, 5).eval())
     labelled = [(x, torch.randint(0, 5, (x.shape[0],), generator=g)) for x in ex]
     return dict(module=m, pretrained=sd0, finetuned=fts, exemplars=ex, heads=heads, labelled=labelled)
+
+
+@pytest.fixture(scope="session")
+def roots(tmp_path_factory):
+    """Stand-in checkpoint and dataset roots in every real on-disk layout (generated, never committed)."""
+    from standins import make_standin_roots
+    return make_standin_roots(tmp_path_factory.mktemp("standins"))

@@ -11,20 +11,14 @@ import torch
 import torch.nn.functional as F
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).parent))
 
-from standins import TINY_CONFIG, TINY_MODEL_NAME, make_standin_roots, task_vectors_head_weights, tiny_clip  # noqa
+from standins import TINY_CONFIG, TINY_MODEL_NAME, task_vectors_head_weights, tiny_clip  # noqa: E402
 
 from catlib import checkpoints as ck  # noqa: E402
 from catlib import zeroshot as zs  # noqa: E402
 from catlib.real_tasks import CLASS_NAMES, EXPECTED_NUM_CLASSES, TASKS, TEMPLATES  # noqa: E402
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def roots(tmp_path_factory):
-    return make_standin_roots(tmp_path_factory.mktemp("standins"))
 
 
 def _shapes():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,6 @@ import torch.nn.functional as F
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("CATLIB_PROGRESS", "0")
-sys.path.insert(0, str(Path(__file__).parent))
 
 from standins import DTD_STANDIN_CLASSES, TINY_MODEL_NAME, make_standin_roots  # noqa: E402
 
@@ -25,11 +23,6 @@ from catlib.evaluate import evaluate  # noqa: E402
 from catlib.real_tasks import TASKS  # noqa: E402
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def roots(tmp_path_factory):
-    return make_standin_roots(tmp_path_factory.mktemp("standins"))
 
 
 def _bench(roots, which="checkpoint_root", **kw):

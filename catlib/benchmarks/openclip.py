@@ -165,35 +165,20 @@ def load_openclip_benchmark(model_name: str, checkpoint_root: PathLike, data_roo
     return bench
 
 
-def load_vit_b_32(checkpoint_root: PathLike, data_root: PathLike, layout: str = "auto",
-                  tasks: Optional[Sequence[str]] = None, device: Union[str, torch.device, None] = "auto",
-                  batch_size: int = 128, trust_pickle: bool = False, cache_dir: Optional[PathLike] = None,
-                  **kwargs) -> OpenCLIPBenchmark:
-    """CLIP ViT-B/32 (open_clip ``ViT-B-32``, QuickGELU, E = 512), 8 tasks; see :func:`load_openclip_benchmark`
-    (``kwargs``: ``openclip_weights``, ``num_workers``, ``hf_name``, ...)."""
-    return load_openclip_benchmark("ViT-B-32", checkpoint_root, data_root, layout=layout, tasks=tasks, device=device,
-                                   batch_size=batch_size, trust_pickle=trust_pickle, cache_dir=cache_dir,
-                                   name="vit-b-32", **kwargs)
+def _named_loader(model_name: str, name: str, what: str):
+    """A loader for one fixed open_clip architecture: ``f(checkpoint_root, data_root, **kwargs)`` with the keyword
+    arguments of :func:`load_openclip_benchmark` (``layout``, ``tasks``, ``device``, ``batch_size``,
+    ``trust_pickle``, ``cache_dir``, ``openclip_weights``, ``num_workers``, ``hf_name``, ...)."""
+    def load(checkpoint_root: PathLike, data_root: PathLike, **kwargs) -> OpenCLIPBenchmark:
+        return load_openclip_benchmark(model_name, checkpoint_root, data_root, name=name, **kwargs)
+    load.__name__ = "load_" + name.replace("-", "_")
+    load.__doc__ = f"{what}, 8 tasks; keyword arguments as in :func:`load_openclip_benchmark`."
+    return load
 
 
-def load_vit_b_16(checkpoint_root: PathLike, data_root: PathLike, layout: str = "auto",
-                  tasks: Optional[Sequence[str]] = None, device: Union[str, torch.device, None] = "auto",
-                  batch_size: int = 128, trust_pickle: bool = False, cache_dir: Optional[PathLike] = None,
-                  **kwargs) -> OpenCLIPBenchmark:
-    """CLIP ViT-B/16 (open_clip ``ViT-B-16``, QuickGELU, E = 512); see :func:`load_openclip_benchmark`."""
-    return load_openclip_benchmark("ViT-B-16", checkpoint_root, data_root, layout=layout, tasks=tasks, device=device,
-                                   batch_size=batch_size, trust_pickle=trust_pickle, cache_dir=cache_dir,
-                                   name="vit-b-16", **kwargs)
-
-
-def load_vit_l_14(checkpoint_root: PathLike, data_root: PathLike, layout: str = "auto",
-                  tasks: Optional[Sequence[str]] = None, device: Union[str, torch.device, None] = "auto",
-                  batch_size: int = 128, trust_pickle: bool = False, cache_dir: Optional[PathLike] = None,
-                  **kwargs) -> OpenCLIPBenchmark:
-    """CLIP ViT-L/14 (open_clip ``ViT-L-14``, QuickGELU, E = 768); see :func:`load_openclip_benchmark`."""
-    return load_openclip_benchmark("ViT-L-14", checkpoint_root, data_root, layout=layout, tasks=tasks, device=device,
-                                   batch_size=batch_size, trust_pickle=trust_pickle, cache_dir=cache_dir,
-                                   name="vit-l-14", **kwargs)
+load_vit_b_32 = _named_loader("ViT-B-32", "vit-b-32", "CLIP ViT-B/32 (open_clip ``ViT-B-32``, QuickGELU, E = 512)")
+load_vit_b_16 = _named_loader("ViT-B-16", "vit-b-16", "CLIP ViT-B/16 (open_clip ``ViT-B-16``, QuickGELU, E = 512)")
+load_vit_l_14 = _named_loader("ViT-L-14", "vit-l-14", "CLIP ViT-L/14 (open_clip ``ViT-L-14``, QuickGELU, E = 768)")
 
 
 __all__ = ["OpenCLIPBenchmark", "load_openclip_benchmark", "load_vit_b_32", "load_vit_b_16", "load_vit_l_14",
