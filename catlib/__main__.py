@@ -92,6 +92,8 @@ def evaluate_command(a) -> Dict[str, Any]:
     from .evaluate import average, evaluate
     from .merge.registry import get_method
     hps = {k[3:]: _parse_value(v) for k, v in vars(a).items() if k.startswith("hp_") and v is not None}
+    if a.method not in experiment.REFERENCE:
+        get_method(a.method)  # an unknown name fails before any loading
     bench = load_benchmark(a.benchmark, **_benchmark_kwargs(a))
     tasks = list(bench.tasks)
     if a.method in experiment.REFERENCE:
@@ -120,6 +122,7 @@ def evaluate_command(a) -> Dict[str, Any]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from .errors import CatlibError
     a = build_parser().parse_args(argv)
     if a.command == "methods":
         from .merge import methods
@@ -127,7 +130,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     try:
         out = evaluate_command(a)
-    except (KeyError, ValueError, TypeError, FileNotFoundError) as e:
+    except (CatlibError, KeyError, ValueError, TypeError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if a.json:
