@@ -73,33 +73,38 @@ def disentangle(vectors: Sequence[Mapping[str, torch.Tensor]], penalty: float = 
     m1 = {k: torch.zeros_like(d) for k, d in delta.items()}
     m2 = {k: torch.zeros_like(d) for k, d in delta.items()}
 
+    def dot(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float(torch.dot(a.reshape(-1).float(), b.reshape(-1)))
+
     def evaluate(with_grad: bool):
         total, grads = 0.0, []
         for b, blk in enumerate(blocks):
-            u = torch.tensor([sum(float((v[k].double() * delta[k].double()).sum()) for k in blk) for v in vectors],
-                             dtype=torch.float64, requires_grad=with_grad)
-            q = torch.tensor(sum(float((delta[k].double() ** 2).sum()) for k in blk), dtype=torch.float64,
+            u = torch.tensor([sum(dot(v[k], delta[k]) for k in blk) for v in vectors], dtype=torch.float64,
+                             requires_grad=with_grad)
+            q = torch.tensor(sum(dot(delta[k], delta[k]) for k in blk), dtype=torch.float64,
                              requires_grad=with_grad)
             loss = _block_loss(A[b], u, q, scale[b], penalty)
             total += float(loss.detach())
             if with_grad:
                 gu, gq = torch.autograd.grad(loss, [u, q])
-                grads.append((gu.float(), float(gq)))
+                grads.append((gu.tolist(), float(gq)))
         return total, grads
 
     losses = []
     for t in range(1, steps + 1):
         loss, grads = evaluate(True)
         losses.append(loss)
+        bc1, bc2 = 1 - betas[0] ** t, 1 - betas[1] ** t
         for b, blk in enumerate(blocks):
             gu, gq = grads[b]
             for k in blk:
-                g = sum(gu[i] * vectors[i][k].float() for i in range(K)) + 2 * gq * delta[k]
+                g = delta[k] * (2 * gq)                       # ∇L = Σ_i (∂L/∂u_i) τ_i + 2 (∂L/∂q) δ
+                for i in range(K):
+                    g.add_(vectors[i][k].float(), alpha=gu[i])
                 m1[k].mul_(betas[0]).add_(g, alpha=1 - betas[0])
                 m2[k].mul_(betas[1]).addcmul_(g, g, value=1 - betas[1])
-                mhat = m1[k] / (1 - betas[0] ** t)
-                vhat = m2[k] / (1 - betas[1] ** t)
-                delta[k] -= step_size[b] * mhat / (vhat.sqrt() + 1e-30)
+                denom = m2[k].sqrt().div_(math.sqrt(bc2)).add_(1e-30)
+                delta[k].addcdiv_(m1[k], denom, value=-step_size[b] / bc1)
     losses.append(evaluate(False)[0])
     hat = [{k: v[k].float() - delta[k] for k in keys} for v in vectors]
     tv_norm = sum(math.sqrt(float(sum((v[k].double() ** 2).sum() for k in keys))) for v in vectors) / K
