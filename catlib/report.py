@@ -52,11 +52,12 @@ PAPER_TASK = {v: v for v in ANALOGUE.values()}
 # session set-up and loading
 # ---------------------------------------------------------------------------------------------------------------
 
-def setup(threads: Optional[int] = 1, progress: bool = False, seed: int = 0) -> None:
-    """Notebook defaults: ``threads`` torch threads (None: leave torch's choice), progress bars off (they would
+def setup(threads: Optional[int] = None, progress: bool = False, seed: int = 0) -> None:
+    """Notebook defaults: ``threads`` torch threads (default: ``$CATLIB_THREADS``, else 1; one thread per process is
+    fastest on a shared machine), progress bars off (they would
     change the stored outputs), deterministic torch seed, readable plots at book width, compact pandas tables."""
-    if threads:
-        torch.set_num_threads(int(threads))
+    threads = threads or int(os.environ.get("CATLIB_THREADS") or 1)
+    torch.set_num_threads(int(threads))
     if not progress:
         os.environ["CATLIB_PROGRESS"] = "0"
     torch.manual_seed(seed)
@@ -69,7 +70,7 @@ def setup(threads: Optional[int] = 1, progress: bool = False, seed: int = 0) -> 
         pass
     try:
         import pandas as pd
-        pd.set_option("display.precision", 2)
+        pd.set_option("display.precision", 4)  # values are rounded where they are computed
         pd.set_option("display.max_columns", 30)
         pd.set_option("display.width", 160)
     except ImportError:  # pragma: no cover
@@ -121,14 +122,15 @@ def _state_fingerprint(sd: Mapping[str, torch.Tensor]) -> str:
 
 
 def bench_fingerprint(bench: Benchmark) -> str:
-    """Identity of a benchmark's weights and data: the tiny zoo's manifest (which records every file's sha256 and
-    the data hashes), else a fingerprint of θ0, every fine-tuned model and the heads, plus the data root."""
+    """Identity of a benchmark's weights and data: for a tiny zoo, the parts of its manifest that decide the numbers
+    (every file's sha256, the generated data's sha256, the configs; notes and recorded results are left out), else a fingerprint of θ0, every fine-tuned model and the heads, plus the data root."""
     cached = getattr(bench, "_report_fingerprint", None)
     if cached:
         return cached
     manifest = getattr(bench, "manifest", None)
-    if manifest is not None:
-        fp = _sha({"name": bench.name, "manifest": manifest})
+    if manifest is not None:  # what decides the numbers: every file's sha256, the data's sha256, the configs
+        fp = _sha({"name": bench.name, **{k: manifest.get(k) for k in ("files", "data_sha256", "config", "tasks",
+                                                                      "generator_version")}})
     else:
         parts = {"name": bench.name, "pretrained": _state_fingerprint(bench.pretrained),
                  "finetuned": {t: _state_fingerprint(sd) for t, sd in bench.finetuned.items()},
@@ -143,15 +145,16 @@ _CODE_FP: Optional[str] = None
 
 
 def code_fingerprint() -> str:
-    """sha256 over catlib's source files (report.py itself excluded: it only formats), so cached numbers are
-    recomputed whenever a merge method, the statistics or the evaluation change."""
+    """sha256 over the catlib sources that compute merges and accuracies: ``catlib/*.py`` (report.py excluded: it
+    only formats), ``catlib/merge/``, and the benchmark interface and real loaders. The tiny benchmark's own code
+    is left out: its identity is the zoo manifest (sha256 of every weight file and of the generated data)."""
     global _CODE_FP
     if _CODE_FP is None:
         h = hashlib.sha256()
         root = Path(__file__).resolve().parent
-        for p in sorted(root.rglob("*.py")):
-            if p.name == "report.py":
-                continue
+        files = [p for p in root.glob("*.py") if p.name != "report.py"] + list((root / "merge").rglob("*.py"))
+        files += [root / "benchmarks" / "base.py", root / "benchmarks" / "openclip.py"]
+        for p in sorted(f for f in files if f.exists()):
             h.update(str(p.relative_to(root)).encode())
             h.update(p.read_bytes())
         _CODE_FP = h.hexdigest()
@@ -260,6 +263,40 @@ def run_key(bench: Benchmark, method: str, hparams: Optional[Mapping[str, Any]] 
 
 
 _LAST_MERGE: Dict[str, Any] = {}
+_AWD_MEMO: Dict[tuple, Any] = {}
+
+
+def awd_result(bench: Benchmark, tasks: Optional[Sequence[str]] = None, penalty: float = 0.1, steps: int = 300,
+               lr: float = 0.01, scope: str = "global"):
+    """:func:`catlib.disentangle` of the benchmark's task vectors (the last result is kept in memory: AWD's δ does
+    not depend on α, so every α of awd_ta / awd_ties reuses it)."""
+    from .merge.awd import disentangle
+    from .statedict import task_vectors
+    tasks = list(tasks or bench.tasks)
+    key = (bench_fingerprint(bench), tuple(tasks), float(penalty), int(steps), float(lr), scope)
+    if key not in _AWD_MEMO:
+        _AWD_MEMO.clear()
+        _AWD_MEMO[key] = disentangle(task_vectors(bench.pretrained, bench.finetuned_list(tasks)), penalty, steps, lr,
+                                     scope)
+    return _AWD_MEMO[key]
+
+
+def _merge_fast(bench: Benchmark, method: str, hparams: Mapping[str, Any], tasks: Optional[Sequence[str]],
+                n_exemplars: int, seed: int):
+    """:func:`catlib.experiment.merge_on`, except that awd_ta / awd_ties reuse :func:`awd_result` across α (the
+    same computation as ``catlib.merge.awd``: θ0 + α Σ τ̂_i, or TIES on the τ̂_i; tests/test_report.py checks
+    they agree)."""
+    if method in ("awd_ta", "awd_ties"):
+        from .merge.ties import ties_delta
+        from .statedict import apply
+        hp = full_hparams(method, hparams)
+        hat = awd_result(bench, tasks, hp["penalty"], hp["steps"], hp["lr"], hp["scope"]).vectors
+        if method == "awd_ta":
+            delta = {k: hp["alpha"] * torch.stack([h[k] for h in hat]).sum(0) for k in sorted(hat[0])}
+        else:
+            delta = ties_delta(hat, hp["k"], hp["merge_func"], "global", hp["alpha"])
+        return apply(bench.pretrained, delta)
+    return merge_on(bench, method, dict(hparams or {}), tasks, n_exemplars, seed)
 
 
 def merged(bench: Benchmark, method: str, hparams: Optional[Mapping[str, Any]] = None,
@@ -269,7 +306,7 @@ def merged(bench: Benchmark, method: str, hparams: Optional[Mapping[str, Any]] =
               if k not in ("eval_tasks", "split")})
     if _LAST_MERGE.get("key") != k:
         _LAST_MERGE.clear()
-        _LAST_MERGE.update(key=k, sd=merge_on(bench, method, dict(hparams or {}), tasks, n_exemplars, seed))
+        _LAST_MERGE.update(key=k, sd=_merge_fast(bench, method, dict(hparams or {}), tasks, n_exemplars, seed))
     return _LAST_MERGE["sd"]
 
 
@@ -310,6 +347,58 @@ def references(bench: Benchmark, split: str = "test", tasks: Optional[Sequence[s
     if bench.mtl is not None:
         rows["mtl"] = run_state(bench, "mtl", lambda: bench.mtl, {}, tasks, split, cache)
     return rows
+
+
+# The book's validation grids: smaller than experiment.GRIDS so that the whole book runs in about 20 minutes on two
+# CPU cores (one evaluation of the tiny benchmark's validation split takes ~5 s on one core, the test split ~9 s).
+# Every method gets the same three α values (PCB three on its own scale: it rescales the merged vector) and its other
+# knobs at their defaults; Fisher and RegMean get their one knob. Notebooks take ``grids=`` / ``full_grids=``.
+BOOK_ALPHAS = [0.15, 0.3, 0.5]
+BOOK_GRIDS: Dict[str, Dict[str, List[Any]]] = {
+    "weight_average": {},
+    "task_arithmetic": {"alpha": BOOK_ALPHAS},
+    "ties": {"alpha": BOOK_ALPHAS},
+    "fisher": {"normalize": [True, False]},
+    "regmean": {"reduce_nondiag": [0.5, 0.9]},
+    "tatr": {"alpha": BOOK_ALPHAS},
+    "ties_tatr": {"alpha": BOOK_ALPHAS},
+    "consensus": {"alpha": BOOK_ALPHAS},
+    "pcb": {"alpha": [0.5, 1.0, 1.5]},
+    "cat": {"alpha": BOOK_ALPHAS},
+    "awd_ta": {"alpha": BOOK_ALPHAS},
+    "awd_ties": {"alpha": BOOK_ALPHAS},
+}
+METHODS = list(BOOK_GRIDS)  # the order of the paper's Table 1, then the AWD rows
+
+
+def grid(method: str, grids: Optional[Mapping[str, Mapping[str, Sequence[Any]]]] = None,
+         full_grids: bool = False) -> Dict[str, List[Any]]:
+    """The validation grid a notebook uses for ``method``: ``grids[method]`` when given, else
+    ``experiment.GRIDS`` (``full_grids=True``) or the book's :data:`BOOK_GRIDS`."""
+    if grids and method in grids:
+        return {k: list(v) for k, v in grids[method].items()}
+    return {k: list(v) for k, v in (GRIDS if full_grids else BOOK_GRIDS).get(method, {}).items()}
+
+
+def grids_table(methods: Sequence[str], grids=None, full_grids: bool = False):
+    """One row per method: its validation grid as text and the number of grid points."""
+    import pandas as pd
+    rows = {}
+    for m in methods:
+        g = grid(m, grids, full_grids)
+        rows[DISPLAY.get(m, m)] = {"validation grid": "; ".join(f"{k} ∈ {{{', '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in vals)}}}"
+                                                             for k, vals in g.items()) or "(nothing to tune)",
+                                   "points": len(grid_points(g))}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def grid_size(methods: Iterable[str], grids=None, full_grids: bool = False) -> int:
+    return sum(len(grid_points(grid(m, grids, full_grids))) for m in methods)
+
+
+def default_subset(bench: Benchmark) -> List[str]:
+    """Every other task of the benchmark (4 of 8): the smaller merge shown beside the 8-task table."""
+    return list(bench.tasks)[::2]
 
 
 def tune(bench: Benchmark, method: str, grid: Optional[Mapping[str, Sequence[Any]]] = None,
@@ -361,6 +450,21 @@ def tune_over_seeds(bench: Benchmark, method: str, seeds: Sequence[int], **kw) -
 # tables
 # ---------------------------------------------------------------------------------------------------------------
 
+def chosen_table(results: Mapping[str, Mapping[str, Any]], decimals: int = 1):
+    """One row per method: the hyperparameters chosen on validation, the validation average, the grid size, and
+    (over seeds) the test average ± std. ``results``: method → :func:`tune_over_seeds` output."""
+    import pandas as pd
+    rows = {}
+    for m, r in results.items():
+        tr = r["tune"]
+        rows[DISPLAY.get(m, m)] = {"chosen": ", ".join(f"{k}={v}" for k, v in tr.best.items()) or "-",
+                                   "grid points": len(tr.grid), "val avg": round(tr.val_average, decimals),
+                                   "test avg": round(average(r["mean"]), decimals),
+                                   "± over seeds": (round(r["std_avg"], decimals) if r["data_dependent"]
+                                                    and len(r["per_seed"]) > 1 else "-")}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
 def paper_table(name: str):
     """A paper table from ``data/paper/<name>.csv`` (e.g. ``"table1_vit_b32"``), indexed by method, as printed."""
     import pandas as pd
@@ -374,9 +478,9 @@ def paper_tables() -> List[str]:
 
 
 def ours_table(rows: Mapping[str, Mapping[str, float]], tasks: Sequence[str], decimals: int = 1):
-    """:func:`catlib.experiment.results_table` rounded for display, with tiny tasks labelled by their analogue."""
+    """:func:`catlib.experiment.results_table` rounded for display (task names as columns; the tiny tasks'
+    analogues are in :data:`ANALOGUE`)."""
     df = results_table(rows, tasks)
-    df = df.rename(columns={t: task_label(t) for t in tasks})
     df["avg"] = df["avg"].astype(float)
     out = df.round(decimals)
     out["#best"] = [("-" if v is None or (isinstance(v, float) and math.isnan(v)) else int(v)) for v in df["#best"]]
@@ -451,7 +555,8 @@ def line_plot(df, x: str, y: str, hue: Optional[str] = None, err: Optional[str] 
 
 def heatmap(matrix, xlabels: Sequence[str], ylabels: Sequence[str], ax=None, title: Optional[str] = None,
             fmt: str = ".2f", cmap: str = "RdBu_r", center: Optional[float] = 0.0, annot: bool = True,
-            xlabel: Optional[str] = None, ylabel: Optional[str] = None, vmin=None, vmax=None, cbar: bool = True):
+            xlabel: Optional[str] = None, ylabel: Optional[str] = None, vmin=None, vmax=None, cbar: bool = True,
+            ticksize: float = 8):
     """A seaborn heat map of a 2-D array (tensor, numpy or DataFrame values)."""
     import matplotlib.pyplot as plt
     import numpy as np
@@ -462,6 +567,8 @@ def heatmap(matrix, xlabels: Sequence[str], ylabels: Sequence[str], ax=None, tit
     sns.heatmap(m, ax=ax, annot=annot, fmt=fmt, cmap=cmap, center=center, xticklabels=list(xlabels),
                 yticklabels=list(ylabels), annot_kws={"fontsize": 7}, vmin=vmin, vmax=vmax, cbar=cbar,
                 square=False)
+    ax.tick_params(labelsize=ticksize)
+    ax.set_yticklabels(ax.get_yticklabels(), rotation=0)
     if title:
         ax.set_title(title)
     if xlabel:
@@ -583,6 +690,12 @@ def _get(doc: Optional[Mapping[str, Any]], *path, default=None):
     return cur
 
 
+def _ordered(d: Mapping[str, Any]) -> List[tuple]:
+    """Items of a method → value mapping in the order of the paper's tables (results files sort their keys)."""
+    order = list(DISPLAY)
+    return sorted(d.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
+
+
 def claims(tolerance: float = 0.5) -> List[Dict[str, Any]]:
     """One row per claim of the paper: what the paper says, what our notebooks measured (read from the results
     files), and a verdict: "reproduced", "not reproduced", "partly" or "not run". ``tolerance`` (accuracy points)
@@ -623,7 +736,7 @@ def claims(tolerance: float = 0.5) -> List[Dict[str, Any]]:
         ok = "cat" in ds and all(ds["cat"] <= v for v in others.values())
         add("CAT's accuracy drop from Individual is the most balanced across tasks (Table 10, lowest std)",
             "table1", "6.21 vs PCB 6.85, TA 8.95 (ViT-B/32)",
-            ", ".join(f"{DISPLAY.get(m, m)} {v:.2f}" for m, v in ds.items()),
+            ", ".join(f"{DISPLAY.get(m, m)} {v:.2f}" for m, v in _ordered(ds)),
             "reproduced" if ok else "not reproduced")
     # 3. exemplars
     d = load_results("exemplars")
@@ -641,22 +754,19 @@ def claims(tolerance: float = 0.5) -> List[Dict[str, Any]]:
     else:
         add("A few exemplars (1-4 per task) suffice for CAT", "exemplars", "1 exemplar: 76.61 (B/32)", "n/a",
             "not run")
-    # 4. alpha robustness
+    # 4. alpha robustness (the paper's Fig. 2b compares CAT with task arithmetic)
     d = load_results("alpha")
-    if d is not None:
-        spread = _get(d, "spread") or {}
-        width = _get(d, "width_within_2") or {}
-        if "cat" in spread:
-            others = {m: v for m, v in spread.items() if m != "cat"}
-            ok = all(spread["cat"] <= v for v in others.values())
-            add("CAT is more robust to α than the other methods (smaller accuracy range over the α sweep)",
-                "alpha", "Fig. 2b: CAT's curve flatter than TA's (ViT-L/14, no numbers)",
-                "range max−min: " + ", ".join(f"{DISPLAY.get(m, m)} {v:.1f}" for m, v in spread.items())
-                + ("; α-width within 2 points of the peak: " + ", ".join(
-                    f"{DISPLAY.get(m, m)} {v:.2f}" for m, v in width.items()) if width else ""),
-                "reproduced" if ok else "not reproduced")
+    if d is not None and "cat" in (_get(d, "spread") or {}) and "task_arithmetic" in (_get(d, "spread") or {}):
+        spread = _get(d, "spread")
+        add("CAT is more robust to α than task arithmetic", "alpha",
+            "Fig. 2b (ViT-L/14): CAT's curve flatter than TA's (no numbers in the text)",
+            f"accuracy range over the α sweep ({d['parameters'].get('split')} split): CAT {spread['cat']:.1f}, "
+            f"TA {spread['task_arithmetic']:.1f}"
+            + "".join(f", {DISPLAY.get(m, m)} {v:.1f}" for m, v in _ordered(spread)
+                      if m not in ("cat", "task_arithmetic")),
+            "reproduced" if spread["cat"] < spread["task_arithmetic"] else "not reproduced")
     else:
-        add("CAT is more robust to α than the other methods", "alpha", "Fig. 2b", "n/a", "not run")
+        add("CAT is more robust to α than task arithmetic", "alpha", "Fig. 2b", "n/a", "not run")
     # 5. lambda and c
     d = load_results("lambda_c")
     if d is not None:
@@ -689,8 +799,9 @@ def claims(tolerance: float = 0.5) -> List[Dict[str, Any]]:
         full = rows_ab.get("all")
         if full is not None:
             parts = {k: v for k, v in rows_ab.items() if k.startswith("without")}
-            ok = all(full > v for v in parts.values())
-            partly = sum(full > v for v in parts.values())
+            helps = {k: full - v >= 0.05 for k, v in parts.items()}  # at least +0.1 once rounded for display
+            ok = all(helps.values())
+            partly = sum(helps.values())
             add("Each CAT component (linear projection, norm-scale mask, shift mask) helps", "ablation",
                 "Table 5 (B/32): −linear 71.5, −norm 76.8, −shift 77.8, all 78.3",
                 ", ".join(f"{k} {v:.1f}" for k, v in parts.items()) + f", all {full:.1f}",
@@ -719,13 +830,14 @@ def claims(tolerance: float = 0.5) -> List[Dict[str, Any]]:
     if d is not None:
         seen, unseen = _get(d, "avg_seen") or {}, _get(d, "avg_unseen") or {}
         if "cat" in seen:
-            bs = max((v for m, v in seen.items() if m != "cat"), default=None)
-            bu = max((v for m, v in unseen.items() if m != "cat"), default=None)
+            bs = max((v for m, v in seen.items() if m != "cat" and m not in REFERENCE), default=None)
+            bu = max((v for m, v in unseen.items() if m != "cat" and m not in REFERENCE), default=None)
             ok_s, ok_u = bs is not None and seen["cat"] > bs, bu is not None and unseen.get("cat", -1) > bu
             add("CAT generalizes best to unseen tasks (Table 8)", "generalization",
                 "+3.4 seen, +2.6 unseen over the best baseline (ViT-B/32)",
-                f"seen: CAT {f1(seen['cat'])} vs best other {f1(bs)}; unseen: CAT {f1(unseen.get('cat'))} vs "
-                f"best other {f1(bu)}",
+                f"seen: CAT {f1(seen['cat'])} vs best other method {f1(bs)}; unseen: CAT {f1(unseen.get('cat'))} "
+                f"vs best other method {f1(bu)}"
+                + (f" (θ0 on the unseen tasks: {f1(unseen['pretrained'])})" if "pretrained" in unseen else ""),
                 "reproduced" if ok_s and ok_u else ("partly" if ok_s or ok_u else "not reproduced"))
     else:
         add("CAT generalizes best to unseen tasks", "generalization", "Table 8", "n/a", "not run")
@@ -734,10 +846,11 @@ def claims(tolerance: float = 0.5) -> List[Dict[str, Any]]:
     if d is not None:
         gains = _get(d, "best_gain") or {}
         if gains:
-            ok = all(v > 0 for v in gains.values())
+            ok = all(v >= 0.05 for v in gains.values())  # at least +0.1 once rounded for display
             add("AWD improves task arithmetic and TIES", "awd", "AWD paper: +several points on ViT-B/32",
-                ", ".join(f"{k}: {v:+.1f} at the best α of each" for k, v in gains.items()),
-                "reproduced" if ok else ("partly" if any(v > 0 for v in gains.values()) else "not reproduced"))
+                "test accuracy, AWD minus without, each at its validation-chosen α: "
+                + ", ".join(f"{k} {v:+.1f}" for k, v in gains.items()),
+                "reproduced" if ok else ("partly" if any(v >= 0.05 for v in gains.values()) else "not reproduced"))
     else:
         add("AWD improves task arithmetic and TIES", "awd", "AWD paper", "n/a", "not run")
     # 10. cost
@@ -747,7 +860,336 @@ def claims(tolerance: float = 0.5) -> List[Dict[str, Any]]:
         if "cat" in secs and "pcb" in secs:
             add("CAT's merge costs about as much as PCB and far less than TATR (Table 9)", "cost",
                 "B/32: PCB 43 s, CAT 46 s, TATR 176 s (RTX 3090)",
-                ", ".join(f"{DISPLAY.get(m, m)} {v:.2f} s" for m, v in secs.items()),
+                ", ".join(f"{DISPLAY.get(m, m)} {v:.2f} s" for m, v in _ordered(secs)),
                 "reproduced" if secs["cat"] <= 3 * secs["pcb"] and secs["cat"] <= secs.get("tatr", float("inf"))
                 else "not reproduced")
     return rows
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# page helpers (used by the notebooks; each returns a DataFrame, a figure or Markdown)
+# ---------------------------------------------------------------------------------------------------------------
+
+def md(text: str):
+    """Markdown output for a computed sentence (numbers in prose come from the notebook, never typed)."""
+    from IPython.display import Markdown
+    return Markdown(text)
+
+
+def printed_average_check(paper_df, col: str = "avg", tol: float = 0.15):
+    """Rows of a paper table whose printed average differs from the mean of its task columns (e.g. Table 2's
+    Traditional MTL prints 93.5, its columns average 93.09)."""
+    import pandas as pd
+    tasks = [c for c in paper_df.columns if c not in (col, "#best")]
+    comp = paper_df[tasks].astype(float).mean(axis=1)
+    bad = (paper_df[col].astype(float) - comp).abs() > tol
+    return pd.DataFrame({"printed avg": paper_df.loc[bad, col], "mean of the columns": comp[bad].round(2)})
+
+
+def average_bars(ours, paper_df=None, ours_title: str = "ours", paper_title: str = "paper"):
+    """Horizontal bars of the average accuracy per method: ours, and the paper's beside it. Returns the figure."""
+    import matplotlib.pyplot as plt
+    n = 2 if paper_df is not None else 1
+    fig, axes = plt.subplots(1, n, figsize=(9.5 if n == 2 else 5.5, 0.28 * len(ours) + 1.2), squeeze=False)
+    ref = {DISPLAY[r] for r in REFERENCE}
+    for ax, df, title in zip(axes[0], [ours, paper_df], [ours_title, paper_title]):
+        if df is None:
+            continue
+        s = df["avg"].astype(float)[::-1]
+        colors = ["#999999" if i in ref else ("#d62728" if i.startswith("CAT") else "#1f77b4") for i in s.index]
+        ax.barh(range(len(s)), s.values, color=colors)
+        ax.set_yticks(range(len(s)), s.index, fontsize=8)
+        for j, v in enumerate(s.values):
+            ax.annotate(f"{v:.1f}", (v, j), xytext=(2, 0), textcoords="offset points", va="center", fontsize=7)
+        ax.set_xlim(max(0, s.min() - 10), s.max() + 6)
+        ax.set_xlabel("average accuracy (%)")
+        ax.set_title(title)
+        ax.grid(axis="y", visible=False)
+    fig.tight_layout()
+    return fig
+
+
+def ranking_summary(rows: Mapping[str, Mapping[str, float]], method: str = "cat", label: str = "") -> str:
+    """A sentence on where ``method`` ranks by average among the merging methods, with the numbers."""
+    avgs = {m: average(r) for m, r in rows.items() if m not in REFERENCE}
+    order = sorted(avgs, key=avgs.get, reverse=True)
+    if method not in avgs:
+        return f"{DISPLAY.get(method, method)} was not run."
+    rank = order.index(method) + 1
+    best_other = next(m for m in order if m != method)
+    gap = avgs[method] - avgs[best_other]
+    name = DISPLAY.get(method, method)
+    head = f"**{label}** " if label else ""
+    if rank == 1:
+        return (f"{head}{name} has the best average, {avgs[method]:.1f}%, {gap:+.1f} points over the runner-up "
+                f"{DISPLAY.get(best_other, best_other)} ({avgs[best_other]:.1f}%).")
+    return (f"{head}{name} is **not** the best here: rank {rank} of {len(order)} with {avgs[method]:.1f}%, "
+            f"{-gap:.1f} points below {DISPLAY.get(best_other, best_other)} ({avgs[best_other]:.1f}%).")
+
+
+def gains_table(settings: Mapping[str, Mapping[str, Mapping[str, float]]], decimals: int = 1):
+    """Per setting (e.g. "8 tasks", "4 tasks"): averages of Pretrained, Individual, TA and CAT and the gains that
+    tell how much merging helps: TA − Pretrained, CAT − TA, and the share of the Pretrained→Individual gap closed."""
+    import pandas as pd
+    out = {}
+    for name, rows in settings.items():
+        a = {m: average(r) for m, r in rows.items()}
+        r = {"Pretrained": a.get("pretrained"), "Individual": a.get("individual"),
+             "Task Arithmetic": a.get("task_arithmetic"), "CAT Merging": a.get("cat")}
+        if a.get("task_arithmetic") is not None and a.get("pretrained") is not None:
+            r["TA − Pretrained"] = a["task_arithmetic"] - a["pretrained"]
+        if a.get("cat") is not None and a.get("task_arithmetic") is not None:
+            r["CAT − TA"] = a["cat"] - a["task_arithmetic"]
+        if None not in (a.get("cat"), a.get("pretrained"), a.get("individual")):
+            gap = a["individual"] - a["pretrained"]
+            r["gap closed by CAT (%)"] = 100 * (a["cat"] - a["pretrained"]) / gap if gap else float("nan")
+        out[name] = r
+    return pd.DataFrame(out).T.astype(float).round(decimals)
+
+
+def balance_table(individual: Mapping[str, float], merged_rows: Mapping[str, Mapping[str, float]],
+                  paper_df=None, paper_row: Optional[str] = None, decimals: int = 2):
+    """Table 10: std over tasks of (Individual − merged) per method, beside the paper's row when given."""
+    import pandas as pd
+    ours = {DISPLAY.get(m, m): drop_std(individual, r) for m, r in merged_rows.items()}
+    df = pd.DataFrame({"ours": ours})
+    if paper_df is not None:
+        row = paper_df.loc[paper_row] if paper_row else paper_df.iloc[0]
+        df["paper"] = [float(row[n]) if n in row.index else float("nan") for n in df.index]
+    return df.round(decimals)
+
+
+def eval_batches(bench: Benchmark, tasks: Optional[Sequence[str]] = None, n: int = 64, split: str = "val"):
+    """The first ``n`` labelled images of each task's ``split`` (deterministic), one ``(x, y)`` per task."""
+    out = []
+    for t in bench._check_tasks(tasks):
+        x, y = next(iter(bench.loader(t, split, batch_size=n)))
+        out.append((x.to(bench.device), y.to(bench.device)))
+    return out
+
+
+def trimmed_vectors(bench: Benchmark, hparams: Mapping[str, Any], tasks: Optional[Sequence[str]] = None,
+                    n_exemplars: int = 4, seed: int = 0):
+    """CAT's trimmed task vectors τ̃_i (Algorithm 1, steps 1-3) for ``tasks``, with CAT hyperparameters
+    ``hparams`` (α only matters with ``features="scaled"``)."""
+    from .merge.cat import trim
+    from .statedict import task_vectors
+    hp = full_hparams("cat", hparams)
+    tasks = list(tasks or bench.tasks)
+    stats = statistics_for(bench, "cat", n_exemplars, seed, tasks, hp)
+    opts = {k: hp[k] for k in ("c", "lam", "c_norm", "lam_norm", "c_shift", "linear", "norm_scale", "shift",
+                               "rescale_norm", "solver", "tol")}
+    return trim(task_vectors(bench.pretrained, bench.finetuned_list(tasks)), stats, **opts)
+
+
+def scaled(vectors: Sequence[Mapping[str, torch.Tensor]], alpha: float) -> List[Dict[str, torch.Tensor]]:
+    return [{k: alpha * v[k] for k in v} for v in vectors]
+
+
+def conflict_key(bench: Benchmark, what: str, **parts) -> Dict[str, Any]:
+    return {"v": CACHE_VERSION, "bench": bench_fingerprint(bench), "code": code_fingerprint(), "what": what,
+            **_jsonable(parts)}
+
+
+def bound_rows(bench: Benchmark, vectors: Sequence[Mapping[str, torch.Tensor]], batches, tasks: Sequence[str],
+               lipschitz: str = "path") -> List[Dict[str, Any]]:
+    """Theorem 4.4 for every ordered pair (k, i), k ≠ i: measured ΔL_{k|i}, the bound, tightness, and the stage
+    terms (β Π γ ‖Δf̂^l‖) of the bound."""
+    from .conflict import theorem44
+    module = bench.build_module()
+    rows = []
+    for k, tk in enumerate(tasks):
+        for i, ti in enumerate(tasks):
+            if i == k:
+                continue
+            rep = theorem44(module, bench.heads[tk], bench.finetuned[tk], vectors[i], *batches[k],
+                            lipschitz=lipschitz)
+            rows.append({"k": tk, "i": ti, "delta_loss": rep.delta_loss, "bound": rep.bound, "holds": rep.holds,
+                         "tightness": rep.tightness, "beta": rep.beta,
+                         "stage_fhat": dict(zip(rep.stage_names, rep.delta_f_hat))})
+    return rows
+
+
+def matrix_frame(matrix, labels: Sequence[str], decimals: int = 3):
+    import pandas as pd
+    m = matrix.tolist() if isinstance(matrix, torch.Tensor) else matrix
+    return pd.DataFrame(m, index=list(labels), columns=list(labels)).round(decimals)
+
+
+def bench_tasks(bench: Benchmark, paper_names: Sequence[str]) -> List[str]:
+    """Map the paper's dataset names to the benchmark's task names (tiny: via the analogues)."""
+    inv = {v: k for k, v in ANALOGUE.items()}
+    return [n if n in bench.all_tasks else inv[n] for n in paper_names]
+
+
+def consecutive_pairs(tasks: Sequence[str]) -> List[List[str]]:
+    """Fig. 5's pairs: each task with the next one in the paper's order."""
+    return [[tasks[j], tasks[j + 1]] for j in range(len(tasks) - 1)]
+
+
+def conflict_matrices(bench: Benchmark, cat_hparams: Mapping[str, Any], alpha: float, n: int = 64,
+                      n_exemplars: int = 4, seed: int = 0, split: str = "val",
+                      cache: Optional[ResultCache] = None) -> Dict[str, torch.Tensor]:
+    """ΔL_{k|i} = L_k(θ_k + α v_i) − L_k(θ_k) for every ordered pair, with v_i = τ_i (task arithmetic) and
+    v_i = τ̃_i (CAT's trimmed vector, ``cat_hparams``), on the first ``n`` images of each task's ``split``."""
+    from .conflict import conflict_matrix
+    from .statedict import task_vectors
+    cache = cache or CACHE
+    hp = full_hparams("cat", cat_hparams)
+    out = {}
+    for name in ("task_arithmetic", "cat"):
+        key = conflict_key(bench, "matrix", method=name, alpha=alpha, hp=hp if name == "cat" else {}, n=n,
+                           split=split, tasks=list(bench.tasks), n_exemplars=n_exemplars if name == "cat" else None,
+                           seed=seed if name == "cat" else None)
+
+        def compute(name=name):
+            vecs = (task_vectors(bench.pretrained, bench.finetuned_list()) if name == "task_arithmetic"
+                    else trimmed_vectors(bench, hp, None, n_exemplars, seed))
+            return conflict_matrix(bench.build_module(), bench.head_list(), bench.pretrained, bench.finetuned_list(),
+                                   eval_batches(bench, None, n, split), scaled(vecs, alpha))
+        out[name] = torch.tensor(cache.cached("conflict", key, compute), dtype=torch.float64)
+    return out
+
+
+def pair_grids(bench: Benchmark, pairs: Sequence[Sequence[str]], cat_hparams: Mapping[str, Any],
+               alphas: Sequence[float], n: int = 64, n_exemplars: int = 4, seed: int = 0, split: str = "val",
+               cache: Optional[ResultCache] = None) -> Dict[tuple, Dict[str, torch.Tensor]]:
+    """Fig. 3/5: for each pair (a, b), the summed conflict ΔL_{a|b} + ΔL_{b|a} of θ0 + α_a v_a + α_b v_b over the
+    (α_a, α_b) grid, with v = τ (task arithmetic) and v = τ̃ (CAT, trimmed for the pair: a two-model merge)."""
+    from .conflict import pair_conflict_grid
+    from .statedict import task_vectors
+    cache = cache or CACHE
+    hp = full_hparams("cat", cat_hparams)
+    out: Dict[tuple, Dict[str, torch.Tensor]] = {}
+    for a, b in pairs:
+        out[(a, b)] = {}
+        for name in ("task_arithmetic", "cat"):
+            key = conflict_key(bench, "pair", method=name, pair=[a, b], alphas=list(alphas), n=n, split=split,
+                               hp=hp if name == "cat" else {}, n_exemplars=n_exemplars if name == "cat" else None,
+                               seed=seed if name == "cat" else None)
+
+            def compute(name=name, a=a, b=b):
+                vecs = (task_vectors(bench.pretrained, bench.finetuned_list([a, b])) if name == "task_arithmetic"
+                        else trimmed_vectors(bench, hp, [a, b], n_exemplars, seed))
+                return pair_conflict_grid(bench.build_module(), bench.head_list([a, b]), bench.pretrained,
+                                          (vecs[0], vecs[1]), eval_batches(bench, [a, b], n, split), list(alphas))
+            out[(a, b)][name] = torch.tensor(cache.cached("conflict", key, compute), dtype=torch.float64)
+    return out
+
+
+def bound_frames(bench: Benchmark, cat_hparams: Mapping[str, Any], alpha: float, n: int = 64,
+                 n_exemplars: int = 4, seed: int = 0, split: str = "val", lipschitz: str = "path",
+                 cache: Optional[ResultCache] = None):
+    """Theorem 4.4 for every ordered pair, for v_i = α τ_i (task arithmetic) and α τ̃_i (CAT). Returns
+    ``{method: DataFrame}`` with columns k, i, ΔL, bound, tightness, holds and one column per stage (‖Δf̂^l‖)."""
+    import pandas as pd
+    from .statedict import task_vectors
+    cache = cache or CACHE
+    hp = full_hparams("cat", cat_hparams)
+    out = {}
+    for name in ("task_arithmetic", "cat"):
+        key = conflict_key(bench, "bound", method=name, alpha=alpha, hp=hp if name == "cat" else {}, n=n,
+                           split=split, lipschitz=lipschitz, tasks=list(bench.tasks),
+                           n_exemplars=n_exemplars if name == "cat" else None, seed=seed if name == "cat" else None)
+
+        def compute(name=name):
+            vecs = (task_vectors(bench.pretrained, bench.finetuned_list()) if name == "task_arithmetic"
+                    else trimmed_vectors(bench, hp, None, n_exemplars, seed))
+            return bound_rows(bench, scaled(vecs, alpha), eval_batches(bench, None, n, split), bench.tasks,
+                              lipschitz)
+        rows = cache.cached("conflict", key, compute)
+        df = pd.DataFrame([{k: v for k, v in r.items() if k != "stage_fhat"} for r in rows])
+        stages_df = pd.DataFrame([r["stage_fhat"] for r in rows])
+        out[name] = pd.concat([df, stages_df.add_prefix("‖Δf̂‖ ")], axis=1)
+    return out
+
+
+def bound_summary(frames: Mapping[str, Any], decimals: int = 3):
+    """Per method: pairs, how many satisfy the bound, tightness |ΔL|/bound (median, max), mean |ΔL| and bound."""
+    import pandas as pd
+    rows = {}
+    for m, df in frames.items():
+        rows[DISPLAY.get(m, m)] = {"pairs": len(df), "bound holds": int(df["holds"].sum()),
+                                   "median tightness": df["tightness"].median(), "max tightness": df["tightness"].max(),
+                                   "mean |ΔL|": df["delta_loss"].abs().mean(), "mean bound": df["bound"].mean()}
+    return pd.DataFrame.from_dict(rows, orient="index").round(decimals)
+
+
+def awd_summary(bench: Benchmark, hparams: Optional[Mapping[str, Any]] = None,
+                tasks: Optional[Sequence[str]] = None, cache: Optional[ResultCache] = None) -> Dict[str, Any]:
+    """AWD's diagnostics for the benchmark's task vectors (cached): cosines before/after, ‖δ‖ / mean ‖τ_i‖, the
+    objective per step."""
+    cache = cache or CACHE
+    hp = full_hparams("awd_ta", {**dict(hparams or {}), "alpha": 1.0})
+    tasks = list(tasks or bench.tasks)
+    key = conflict_key(bench, "awd", penalty=hp["penalty"], steps=hp["steps"], lr=hp["lr"], scope=hp["scope"],
+                       tasks=tasks)
+
+    def compute():
+        r = awd_result(bench, tasks, hp["penalty"], hp["steps"], hp["lr"], hp["scope"])
+        return {"cos_before": r.cos_before, "cos_after": r.cos_after, "delta_rel_norm": r.delta_rel_norm,
+                "losses": r.losses}
+    return cache.cached("awd", key, compute)
+
+
+def awd_alone(bench: Benchmark, hparams: Optional[Mapping[str, Any]] = None, split: str = "test",
+              cache: Optional[ResultCache] = None):
+    """Each θ0 + τ̂_i alone on its own task beside the fine-tuned θ_i = θ0 + τ_i (cached)."""
+    import pandas as pd
+    from .statedict import apply
+    hp = full_hparams("awd_ta", {**dict(hparams or {}), "alpha": 1.0})
+    tasks = list(bench.tasks)
+    rows = {}
+    for j, t in enumerate(tasks):
+        ft = run_state(bench, f"individual/{t}", lambda t=t: bench.finetuned[t], {}, [t], split, cache)[t]
+        hat = run_state(bench, f"awd_alone/{t}",
+                        lambda j=j: apply(bench.pretrained, awd_result(bench, tasks, hp["penalty"], hp["steps"],
+                                                                       hp["lr"], hp["scope"]).vectors[j]),
+                        {"hp": {k: hp[k] for k in ("penalty", "steps", "lr", "scope")}, "tasks": tasks}, [t], split,
+                        cache)[t]
+        rows[task_label(t)] = {"fine-tuned θ0+τ_i": ft, "θ0+τ̂_i (AWD)": hat, "difference": hat - ft}
+    return pd.DataFrame.from_dict(rows, orient="index").round(1)
+
+
+def alpha_robustness(df, method_col: str = "method", x: str = "alpha", y: str = "avg", within: float = 2.0,
+                     decimals: int = 2):
+    """Per method over its α sweep: peak accuracy and its α, minimum, range (max − min), and the fraction of swept
+    α values within ``within`` points of the peak."""
+    import pandas as pd
+    rows = {}
+    for m, g in df.groupby(method_col, sort=False):
+        g = g.sort_values(x)
+        peak = g[y].max()
+        rows[m] = {"peak": peak, "α at peak": g.loc[g[y].idxmax(), x], "min": g[y].min(), "range": peak - g[y].min(),
+                   f"share of α within {within:g} of peak": float((g[y] >= peak - within).mean())}
+    return pd.DataFrame.from_dict(rows, orient="index").round(decimals)
+
+
+def category_plot(ax, labels: Sequence[Any], values: Sequence[float], xlabel: str, title: Optional[str] = None,
+                  ylabel: str = "average accuracy (%)", hlines: Optional[Mapping[str, float]] = None):
+    """Values at evenly spaced categorical x positions (for sweeps such as λ ∈ {0, 0.1, 1, 10, 100})."""
+    xs = list(range(len(values)))
+    ax.plot(xs, list(values), marker="o", ms=4)
+    ax.set_xticks(xs, [f"{v:g}" if isinstance(v, (int, float)) else str(v) for v in labels])
+    for j, v in enumerate(values):
+        ax.annotate(f"{v:.1f}", (j, v), xytext=(0, 4), textcoords="offset points", ha="center", fontsize=7)
+    for label, v in (hlines or {}).items():
+        ax.axhline(v, ls="--", lw=1, color="gray")
+        ax.annotate(label, (1.0, v), xycoords=("axes fraction", "data"), ha="right", va="bottom", fontsize=8,
+                    color="gray")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def claims_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The claims as a Markdown table (verdict in bold)."""
+    def esc(s):
+        return str(s).replace("|", "\\|").replace("\n", " ")
+    lines = ["| claim | verdict | ours | paper | notebook |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {esc(r['claim'])} | **{esc(r['verdict'])}** | {esc(r['ours'])} | {esc(r['paper'])} | "
+                     f"{esc(r['notebook'])} |")
+    return "\n".join(lines)

@@ -43,3 +43,36 @@ def roots(tmp_path_factory):
     """Stand-in checkpoint and dataset roots in every real on-disk layout (generated, never committed)."""
     from standins import make_standin_roots
     return make_standin_roots(tmp_path_factory.mktemp("standins"))
+
+
+def reduced_zoo_config(n_train: int = 120, alphas=(0.2, 0.5)):
+    """The default tiny-zoo recipe shrunk to build in seconds (width 32, 2 layers, a few steps per stage)."""
+    import copy
+
+    from catlib.benchmarks.tiny import zoo as Z
+    cfg = copy.deepcopy(Z.CONFIGS["default"])
+    cfg["data"].update(n_train=n_train, n_val=n_train // 3, n_test=n_train // 3)
+    cfg["model"].update(width=32, layers=2, heads=2, output_dim=16)
+    cfg["pretrain"].update(n_source=256 if n_train >= 120 else 128, steps=4 if n_train >= 120 else 3, batch=32,
+                           warmup=1 if n_train < 120 else 2)
+    cfg["finetune"].update(steps=3, batch=16, warmup=1)
+    cfg["mtl"].update(steps=2, batch_per_task=4, warmup=1)
+    cfg["merge"]["alphas"] = list(alphas)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def small_zoo(tmp_path_factory):
+    """A reduced tiny zoo built once per session (seconds); CATLIB_CACHE points at a temporary folder for its data
+    while the session runs."""
+    from catlib.benchmarks.tiny import zoo as Z
+    cache = tmp_path_factory.mktemp("catlib-cache")
+    old = os.environ.get("CATLIB_CACHE")
+    os.environ["CATLIB_CACHE"] = str(cache)
+    root = tmp_path_factory.mktemp("zoo") / "default"
+    Z.build("default", out=root, cfg=reduced_zoo_config(60, alphas=(0.3,)), use_cache=False, log=lambda s: None)
+    yield root
+    if old is None:
+        os.environ.pop("CATLIB_CACHE", None)
+    else:
+        os.environ["CATLIB_CACHE"] = old

@@ -16,11 +16,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..base import SPLITS, Benchmark, StateDict
+from ..base import SPLITS, Benchmark
 from . import data as _data
 from .data import TASK_NAMES, task_info
 from .model import PrototypeHead, build_encoder, to_tensor
-from .zoo import ZooError, default_root, load_heads, load_state, read_manifest, sha256_array, task_data, verify_zoo
+
+# zoo is imported lazily (inside functions) so that ``python -m catlib.benchmarks.tiny.zoo`` runs cleanly
+
+
+def __getattr__(name):
+    if name == "ZooError":
+        from .zoo import ZooError
+
+        return ZooError
+    raise AttributeError(name)
 
 
 class TinyBenchmark(Benchmark):
@@ -29,6 +38,7 @@ class TinyBenchmark(Benchmark):
     def __init__(self, size: str = "default", tasks: Optional[Sequence[str]] = None, device="auto",
                  root: Optional[Path] = None, verify: bool = True):
         from ...device import resolve_device
+        from .zoo import default_root, load_heads, load_state, read_manifest, verify_zoo
 
         self.size = size
         self.root = Path(root) if root is not None else default_root(size)
@@ -63,6 +73,8 @@ class TinyBenchmark(Benchmark):
             raise KeyError(f"{self.name}: unknown task {task!r}; available: {self.all_tasks}")
         key = (task, split)
         if key not in self._data:
+            from .zoo import sha256_array, task_data
+
             x, y = task_data(task, split, self.config["data"])
             want = self.manifest.get("data_sha256", {}).get(task, {}).get(split)
             if want is not None and sha256_array(x, y) != want:

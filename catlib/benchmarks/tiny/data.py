@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Callable, Dict, List, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont

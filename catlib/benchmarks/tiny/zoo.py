@@ -23,12 +23,13 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...errors import CatlibError
 from ...progress import progress
 from . import data as D
 from .model import PrototypeHead, build_encoder, to_tensor
@@ -46,7 +47,7 @@ CONFIGS: Dict[str, dict] = {
                       label_smoothing=0.1, cls_scale=16.0, colour_weight=1.0, seed=1),
         heads=dict(logit_scale=30.0),
         finetune=dict(steps=300, batch=64, lr=3e-4, wd=0.0, warmup=30, seed=2),
-        mtl=dict(steps=1000, batch_per_task=12, lr=3e-4, wd=0.0, warmup=50, seed=3),
+        mtl=dict(steps=1000, batch_per_task=12, lr=3e-4, wd=0.0, warmup=50, seed=3, fused_batch=True),
         merge=dict(alphas=ALPHAS),
     ),
 }
@@ -228,10 +229,20 @@ def finetune(cfg: dict, theta0, heads, tasks: Sequence[str], rc: dict, desc: str
     for step in progress(range(rc["steps"]), desc=desc, mininterval=5, leave=False):
         _set_lr(opt, _lr_at(step, rc["steps"], rc["lr"], rc["warmup"]))
         loss = 0.0
-        for t in tasks:
-            X, Y = data[t]
-            idx = rng.integers(0, len(X), per)
-            loss = loss + F.cross_entropy(heads[t](enc(to_tensor(X[idx]))), torch.from_numpy(Y[idx]))
+        if rc.get("fused_batch", False):  # one forward pass over all tasks' images, split per head
+            xs, ys = [], []
+            for t in tasks:
+                X, Y = data[t]
+                idx = rng.integers(0, len(X), per)
+                xs.append(X[idx]); ys.append(Y[idx])
+            f = enc(to_tensor(np.concatenate(xs)))
+            for k, t in enumerate(tasks):
+                loss = loss + F.cross_entropy(heads[t](f[k * per:(k + 1) * per]), torch.from_numpy(ys[k]))
+        else:
+            for t in tasks:
+                X, Y = data[t]
+                idx = rng.integers(0, len(X), per)
+                loss = loss + F.cross_entropy(heads[t](enc(to_tensor(X[idx]))), torch.from_numpy(Y[idx]))
         loss = loss / len(tasks)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -415,7 +426,7 @@ def write_zoo(out: Path, cfg, theta0, finetuned, mtl, heads, results, timings, t
     return manifest
 
 
-class ZooError(RuntimeError):
+class ZooError(CatlibError, RuntimeError):
     """The zoo on disk is missing, not built, or does not match its manifest."""
 
 
@@ -424,7 +435,7 @@ def read_manifest(root: Path, size: str = "default") -> dict:
     if not mpath.exists():
         raise ZooError(f"the tiny zoo '{size}' is not built: {mpath} does not exist. Build it with\n"
                        f"    python -m catlib.benchmarks.tiny.zoo build --size {size}\n"
-                       f"(or python scripts/build_zoo.py --size {size}); it takes up to an hour on 2 CPU cores.")
+                       f"(or python scripts/build_zoo.py --size {size}); about an hour (default) to two hours (large) on one CPU thread.")
     with open(mpath) as f:
         return json.load(f)
 

@@ -1,0 +1,15 @@
+#!/usr/bin/env python
+"""Build the tiny benchmark's data and model zoo from scratch (same as ``python -m catlib.benchmarks.tiny.zoo build``).
+
+    .venv/bin/python scripts/build_zoo.py --size default     # -> data/tiny/default/  (about 40 min on one core)
+    .venv/bin/python scripts/build_zoo.py --size large       # -> data/tiny/large/
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from catlib.benchmarks.tiny.zoo import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main(["build"] + sys.argv[1:]))

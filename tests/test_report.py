@@ -1,0 +1,116 @@
+"""catlib.report (the notebooks' helpers): the disk cache and its validation, tune = experiment.tune, AWD's reuse
+path = catlib.merge, results files, claims. On a reduced tiny zoo built in a temporary folder."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import catlib
+from catlib import experiment as E
+from catlib import report as R
+
+
+@pytest.fixture()
+def bench(small_zoo):
+    return R.load("tiny", checkpoint_root=str(small_zoo), device="cpu")
+
+
+def test_run_matches_direct_evaluation_and_is_cached(bench, tmp_path):
+    cache = R.ResultCache(tmp_path / "c")
+    acc = R.run(bench, "task_arithmetic", {"alpha": 0.3}, cache=cache)
+    direct = catlib.evaluate(bench, catlib.merge("task_arithmetic", bench.pretrained, bench.finetuned_list(),
+                                                 alpha=0.3))
+    assert acc == pytest.approx(direct)
+    assert (cache.hits, cache.misses) == (0, 1)
+    assert R.run(bench, "task_arithmetic", {"alpha": 0.3}, cache=cache) == acc
+    assert cache.hits == 1
+    # defaults filled in: the same configuration spelled differently shares the entry
+    R.run(bench, "ties", {"alpha": 0.3}, cache=cache)
+    R.run(bench, "ties", {"alpha": 0.3, "k": 0.2}, cache=cache)
+    assert cache.hits == 2
+
+
+def test_cache_rejects_corrupt_or_foreign_entries(bench, tmp_path):
+    cache = R.ResultCache(tmp_path / "c")
+    acc = R.run(bench, "task_arithmetic", {"alpha": 0.3}, cache=cache)
+    (path,) = (tmp_path / "c" / "run").glob("*.json")
+    entry = json.loads(path.read_text())
+    # a value that is not an accuracy per task is recomputed
+    entry["value"] = {t: 250.0 for t in entry["value"]}
+    path.write_text(json.dumps(entry))
+    assert R.run(bench, "task_arithmetic", {"alpha": 0.3}, cache=cache) == pytest.approx(acc)
+    # an entry stored under another key (e.g. a hash collision or a copied file) is not used
+    entry = json.loads(path.read_text())
+    entry["key"]["method"] = "ties"
+    entry["value"] = {t: 1.0 for t in entry["value"]}
+    path.write_text(json.dumps(entry))
+    assert R.run(bench, "task_arithmetic", {"alpha": 0.3}, cache=cache) == pytest.approx(acc)
+    path.write_text("{not json")
+    assert R.run(bench, "task_arithmetic", {"alpha": 0.3}, cache=cache) == pytest.approx(acc)
+
+
+def test_key_depends_on_code_benchmark_and_seed_only_when_data_is_used(bench):
+    k1 = R.run_key(bench, "task_arithmetic", {"alpha": 0.3}, seed=0, n_exemplars=2)
+    k2 = R.run_key(bench, "task_arithmetic", {"alpha": 0.3}, seed=1, n_exemplars=4)
+    assert k1 == k2  # data-free: seed and exemplars do not matter
+    c1 = R.run_key(bench, "cat", {"alpha": 0.3}, seed=0)
+    c2 = R.run_key(bench, "cat", {"alpha": 0.3}, seed=1)
+    assert c1 != c2 and c1["bench"] == R.bench_fingerprint(bench) and c1["code"] == R.code_fingerprint()
+
+
+@pytest.mark.parametrize("method,grid", [("ties", {"alpha": [0.2, 0.5], "k": [0.2, 0.5]}),
+                                         ("cat", {"alpha": [0.2, 0.5], "c": [1, 2]})])
+def test_tune_matches_experiment_tune(bench, tmp_path, method, grid):
+    cache = R.ResultCache(tmp_path / "c")
+    ours = R.tune(bench, method, grid, n_exemplars=2, cache=cache)
+    ref = E.tune(bench, method, grid, n_exemplars=2)
+    assert ours.best == ref.best
+    assert ours.val_average == pytest.approx(ref.val_average)
+    assert ours.test == pytest.approx(ref.test)
+    again = R.tune(bench, method, grid, n_exemplars=2, cache=cache)
+    assert again.test == ours.test and cache.hits == len(ours.grid) + 1
+
+
+@pytest.mark.parametrize("method", ["awd_ta", "awd_ties"])
+def test_awd_reuse_path_equals_catlib_merge(bench, method):
+    hp = {"alpha": 0.4, "steps": 5}
+    fast = R._merge_fast(bench, method, hp, None, 4, 0)
+    ref = catlib.merge(method, bench.pretrained, bench.finetuned_list(), **hp)
+    for k in ref:
+        torch.testing.assert_close(fast[k], ref[k], rtol=1e-5, atol=1e-6)
+
+
+def test_tune_over_seeds_reruns_only_data_dependent(bench, tmp_path):
+    cache = R.ResultCache(tmp_path / "c")
+    ta = R.tune_over_seeds(bench, "task_arithmetic", [0, 1, 2], grid={"alpha": [0.3]}, cache=cache)
+    assert not ta["data_dependent"] and list(ta["per_seed"]) == [0] and ta["std_avg"] == 0.0
+    cat = R.tune_over_seeds(bench, "cat", [0, 1], grid={"alpha": [0.3]}, n_exemplars=2, cache=cache)
+    assert cat["data_dependent"] and list(cat["per_seed"]) == [0, 1]
+    assert cat["mean"] == pytest.approx({t: (cat["per_seed"][0][t] + cat["per_seed"][1][t]) / 2
+                                         for t in bench.tasks})
+
+
+def test_results_files_and_claims(tmp_path, monkeypatch):
+    monkeypatch.setenv("CATLIB_RESULTS_DIR", str(tmp_path))
+    assert all(r["verdict"] == "not run" for r in R.claims())
+    R.save_results("table1", {"averages": {"pretrained": 40.0, "task_arithmetic": 50.0, "cat": 55.123456,
+                                           "pcb": 52.0}}, {"benchmark": "tiny"})
+    doc = R.load_results("table1")
+    assert doc["results"]["averages"]["cat"] == 55.1235 and doc["parameters"] == {"benchmark": "tiny"}
+    assert not list(tmp_path.glob(".*tmp"))  # written atomically, no leftovers
+    row = next(r for r in R.claims() if r["notebook"] == "table1")
+    assert row["verdict"] == "reproduced" and "55.1" in row["ours"]
+    R.save_results("table1", {"averages": {"task_arithmetic": 50.0, "cat": 45.0, "pcb": 52.0}}, {"benchmark": "tiny"})
+    row = next(r for r in R.claims() if r["notebook"] == "table1")
+    assert row["verdict"] == "not reproduced"
+
+
+def test_paper_tables_load():
+    t1 = R.paper_table("table1_vit_b32")
+    assert t1.loc["CAT Merging", "avg"] == 78.3 and len(t1) == 13
+    t2 = R.paper_table("table2_vit_l14")
+    bad = R.printed_average_check(t2)
+    assert list(bad.index) == ["Traditional MTL"] and bad.iloc[0]["mean of the columns"] == pytest.approx(93.09)
+    assert R.drop_std({"a": 90.0, "b": 80.0}, {"a": 80.0, "b": 80.0}) == pytest.approx(5.0)

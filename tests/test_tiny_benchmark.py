@@ -1,0 +1,214 @@
+"""The embedded tiny benchmark: data generation, a reduced zoo build (reproducible), zoo verification, and the
+Benchmark interface on the shipped zoo."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("CATLIB_PROGRESS", "0")
+
+from conftest import reduced_zoo_config  # noqa: E402
+from catlib.benchmarks.tiny import data as D  # noqa: E402
+from catlib.benchmarks.tiny import zoo as Z  # noqa: E402
+
+SHIPPED = Z.default_root("default")
+shipped = pytest.mark.skipif(not (SHIPPED / "manifest.json").exists(), reason="default tiny zoo not built")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    d = tmp_path_factory.mktemp("catlib-cache")
+    old = os.environ.get("CATLIB_CACHE")
+    os.environ["CATLIB_CACHE"] = str(d)
+    yield d
+    if old is None:
+        os.environ.pop("CATLIB_CACHE", None)
+    else:
+        os.environ["CATLIB_CACHE"] = old
+
+
+@pytest.fixture(scope="module")
+def reduced_zoos(tmp_path_factory, cache):
+    """The reduced recipe built twice from scratch (no stage cache)."""
+    out = []
+    for k in range(2):
+        root = tmp_path_factory.mktemp(f"zoo{k}")
+        m = Z.build("default", out=root, cfg=reduced_zoo_config(), use_cache=False, log=lambda s: None)
+        out.append((root, m))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# data
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_generation_is_deterministic():
+    for task in D.TASK_NAMES:
+        x1, y1 = D.generate_split(task, "val", 24, seed=3)
+        x2, y2 = D.generate_split(task, "val", 24, seed=3)
+        assert x1.dtype == np.uint8 and x1.shape == (len(y1), 32, 32, 3)
+        assert np.array_equal(x1, x2) and np.array_equal(y1, y2), task
+    x3, _ = D.generate_split("textures", "val", 24, seed=4)
+    assert not np.array_equal(x3, D.generate_split("textures", "val", 24, seed=3)[0])
+
+
+def _hashes(x):
+    return {hashlib.sha1(im.tobytes()).hexdigest() for im in x}
+
+
+@pytest.mark.parametrize("task", D.TASK_NAMES)
+def test_splits_disjoint_and_class_counts(task):
+    C = len(D.TASKS[task]["classes"])
+    splits = {sp: D.generate_split(task, sp, 3 * C, seed=0) for sp in ("train", "val", "test")}
+    h = {sp: _hashes(x) for sp, (x, _) in splits.items()}
+    assert not (h["train"] & h["val"]) and not (h["train"] & h["test"]) and not (h["val"] & h["test"])
+    for sp, (x, y) in splits.items():
+        assert y.min() >= 0 and y.max() < C
+    # procedural tasks are exactly class-balanced; every class appears
+    _, y = splits["train"]
+    if task == "handwritten":  # train draws augmented originals at random: every class, not exactly balanced
+        y = D.generate_split(task, "train", 200, seed=0)[1]
+    assert len(np.unique(y)) == C
+    if task != "handwritten":
+        assert np.bincount(y, minlength=C).tolist() == [3] * C
+
+
+def test_handwritten_uses_disjoint_originals():
+    imgs8, _ = D._sk_digits()
+    # val/test are un-augmented renders of distinct sklearn originals
+    xv, _ = D.generate_split("handwritten", "val", 10_000, 0)
+    xt, _ = D.generate_split("handwritten", "test", 10_000, 0)
+    assert len(xv) + len(xt) < len(imgs8) and not (_hashes(xv) & _hashes(xt))
+
+
+def test_task_table_and_class_names():
+    info = D.task_info()
+    assert list(info) == D.TASK_NAMES and len(info) == 8
+    counts = [v["n_classes"] for v in info.values()]
+    assert min(counts) >= 10 and max(counts) <= 50 and len(set(counts)) > 1
+    for v in info.values():
+        assert len(set(v["class_names"])) == v["n_classes"] and v["analogue"]
+    assert not set(D.SOURCE_TEXT) & set("0123456789"), "source classes must not be task classes"
+
+
+def test_example_grid():
+    from catlib.benchmarks.tiny import example_grid
+
+    g = example_grid("signs", n=4, rows=3, scale=1)
+    assert g.dtype == np.uint8 and g.ndim == 3 and g.shape[2] == 3 and g.shape[0] < g.shape[1] * 2
+
+
+def test_data_cache_validated(cache):
+    cfg = dict(seed=0, n_train=30, n_val=20, n_test=20)
+    x1, y1 = Z.task_data("aerial", "val", cfg)
+    files = list((cache / "tiny" / "data").glob("aerial-val-*.npz"))
+    assert len(files) == 1
+    files[0].write_bytes(b"garbage")  # a broken cache file is regenerated, not trusted
+    x2, y2 = Z.task_data("aerial", "val", cfg)
+    assert np.array_equal(x1, x2) and np.array_equal(y1, y2)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# reduced build: reproducible, verified, loadable
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_reduced_build_reproduces(reduced_zoos):
+    (r1, m1), (r2, m2) = reduced_zoos
+    for key, info in m1["files"].items():
+        assert info["sha256"] == m2["files"][key]["sha256"], f"{key} differs between two identical builds"
+    assert m1["results"]["average"] == m2["results"]["average"]
+    assert set(m1["results"]["acceptance"]) >= {"ta_alpha_in_0.2_0.6", "wa_below_ta"}
+
+
+def test_reduced_zoo_layout_and_fp16(reduced_zoos):
+    from safetensors.torch import load_file
+
+    root, m = reduced_zoos[0]
+    Z.verify_zoo(root, m)
+    assert set(m["files"]) == {"pretrained", "mtl", "heads"} | {f"finetuned/{t}" for t in D.TASK_NAMES}
+    sd = load_file(str(root / m["files"]["pretrained"]["path"]))
+    assert all(v.dtype == torch.float16 for v in sd.values())
+    assert {"conv1.weight", "class_embedding", "positional_embedding", "ln_pre.weight", "proj",
+            "transformer.resblocks.0.attn.in_proj_weight", "transformer.resblocks.1.mlp.c_fc.weight"} <= set(sd)
+    json.dumps(m)  # the manifest is plain JSON
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "delete"])
+def test_corrupted_zoo_file_is_detected(reduced_zoos, tmp_path, damage):
+    from catlib.benchmarks.tiny import load_tiny
+
+    src, m = reduced_zoos[0]
+    root = tmp_path / "zoo"
+    shutil.copytree(src, root)
+    target = root / m["files"]["finetuned/signs"]["path"]
+    if damage == "truncate":
+        target.write_bytes(target.read_bytes()[:-100])
+    elif damage == "flip":
+        b = bytearray(target.read_bytes()); b[len(b) // 2] ^= 0xFF; target.write_bytes(bytes(b))
+    else:
+        target.unlink()
+    with pytest.raises(Z.ZooError, match="finetuned_signs.safetensors"):
+        load_tiny(root=root, device="cpu")
+
+
+def test_missing_zoo_says_how_to_build(tmp_path):
+    from catlib.benchmarks.tiny import load_tiny_large
+
+    with pytest.raises(Z.ZooError, match=r"zoo build --size large"):
+        load_tiny_large(root=tmp_path / "nothing", device="cpu")
+
+
+def test_reduced_zoo_benchmark_reproduces_manifest(reduced_zoos):
+    from catlib.benchmarks.tiny import load_tiny
+    from catlib.evaluate import evaluate
+
+    root, m = reduced_zoos[0]
+    bench = load_tiny(root=root, device="cpu", tasks=["signs", "textures"])
+    acc = evaluate(bench, bench.finetuned["signs"], tasks=["signs"])
+    assert acc["signs"] == pytest.approx(m["results"]["individual"]["signs"], abs=1e-6)
+    acc = evaluate(bench)
+    for t in bench.tasks:
+        assert acc[t] == pytest.approx(m["results"]["pretrained"][t], abs=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the shipped zoo through the Benchmark interface
+# ---------------------------------------------------------------------------------------------------------------
+
+@shipped
+def test_shipped_zoo_interface_and_accuracy():
+    from catlib.benchmarks import Benchmark, load_benchmark
+    from catlib.evaluate import evaluate
+
+    bench = load_benchmark("tiny", device="cpu")
+    assert isinstance(bench, Benchmark) and bench.name == "tiny"
+    assert bench.tasks == bench.all_tasks == D.TASK_NAMES
+    keys = set(bench.pretrained)
+    assert all(set(bench.finetuned[t]) == keys for t in bench.tasks) and set(bench.mtl) == keys
+    assert all(v.dtype == torch.float32 for v in bench.pretrained.values())
+    enc = bench.build_module()
+    x = bench.exemplars("scenes", 3, seed=1)
+    assert x.shape == (3, 3, 32, 32) and torch.equal(x, bench.exemplars("scenes", 3, seed=1))
+    assert not torch.equal(x, bench.exemplars("scenes", 3, seed=2))
+    xl, yl = bench.exemplars("scenes", 3, seed=1, labelled=True)
+    assert torch.equal(xl, x) and yl.dtype == torch.int64
+    with torch.no_grad():
+        f = enc(x)
+    for t in bench.tasks:
+        C = len(bench.class_names(t))
+        assert bench.heads[t](f).shape == (3, C)
+    xb, yb = next(iter(bench.loader("textures", "test", batch_size=7)))
+    assert xb.shape == (7, 3, 32, 32) and yb.shape == (7,)
+    # evaluate() on the shipped weights reproduces the manifest (one task, to stay fast)
+    m = bench.manifest["results"]
+    t = "signs"
+    assert evaluate(bench, bench.finetuned[t], tasks=[t])[t] == pytest.approx(m["individual"][t], abs=0.2)
+    assert evaluate(bench, tasks=[t])[t] == pytest.approx(m["pretrained"][t], abs=0.2)
+    sub = load_benchmark("tiny", device="cpu", tasks=["mnist"] if "mnist" in D.TASK_NAMES else ["handwritten"])
+    assert len(sub.tasks) == 1 and len(sub.all_tasks) == 8
