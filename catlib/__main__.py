@@ -4,6 +4,7 @@
     python -m catlib evaluate --benchmark tiny --method cat --alpha 0.3 --c 2 --json
     python -m catlib evaluate --benchmark tiny --method individual --json
     python -m catlib evaluate --benchmark vit-b-32 --checkpoint-root DIR --data-root DIR --method cat --json
+    python -m catlib evaluate --benchmark openclip --model-name ViT-B-32 --checkpoint-root DIR --data-root DIR ...
 
 ``evaluate`` prints per-task and average accuracy (%, JSON keys ``method``, ``per_task``, ``average``).
 ``pretrained``, ``individual`` and ``mtl`` are accepted as method names for the reference rows. Every
@@ -55,9 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--exemplars", type=int, default=4, help="exemplars per task for data-dependent methods")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--device", default="auto")
-    ev.add_argument("--batch-size", type=int, default=256)
+    ev.add_argument("--batch-size", type=int, default=None, help="evaluation batch size (default: the benchmark's)")
     ev.add_argument("--json", action="store_true", help="print JSON only")
-    real = ev.add_argument_group("real checkpoints (vit-b-32, vit-b-16, vit-l-14)")
+    real = ev.add_argument_group("real checkpoints (vit-b-32, vit-b-16, vit-l-14, openclip)")
+    real.add_argument("--model-name", default=None, help="--benchmark openclip: the open_clip architecture (or a "
+                      "name described by open_clip_config.json in the checkpoint root)")
+    real.add_argument("--no-amp", action="store_true", help="evaluate in fp32 on CUDA too (default: fp16 autocast)")
     real.add_argument("--checkpoint-root", default=None)
     real.add_argument("--data-root", default=None)
     real.add_argument("--layout", default=None, choices=["auto", "task_vectors", "hf"])
@@ -75,12 +79,19 @@ def _benchmark_kwargs(a) -> Dict[str, Any]:
     kw: Dict[str, Any] = {"device": a.device}
     if a.tasks:
         kw["tasks"] = a.tasks
-    if a.benchmark.startswith("vit-"):
+    if not a.benchmark.startswith("tiny"):
         if not a.checkpoint_root or not a.data_root:
             raise SystemExit(f"--benchmark {a.benchmark} needs --checkpoint-root and --data-root")
-        kw.update(checkpoint_root=a.checkpoint_root, data_root=a.data_root, batch_size=a.batch_size,
-                  trust_pickle=a.trust_pickle)
-        for name in ("layout", "openclip_weights", "cache_dir"):
+        if a.benchmark == "openclip" and not a.model_name:
+            raise SystemExit("--benchmark openclip needs --model-name (e.g. ViT-B-32)")
+        if a.benchmark != "openclip" and a.model_name:
+            raise SystemExit(f"--model-name is for --benchmark openclip; {a.benchmark} fixes its architecture")
+        kw.update(checkpoint_root=a.checkpoint_root, data_root=a.data_root, trust_pickle=a.trust_pickle)
+        if a.batch_size:
+            kw["batch_size"] = a.batch_size
+        if a.no_amp:
+            kw["amp"] = False
+        for name in ("layout", "openclip_weights", "cache_dir", "model_name"):
             if getattr(a, name) is not None:
                 kw[name] = getattr(a, name)
     return kw

@@ -53,13 +53,17 @@ def accuracy(encoder: nn.Module, head: nn.Module, loader, device: torch.device,
 
 
 def evaluate(benchmark: Benchmark, state_dict: Optional[StateDict] = None, split: str = "test",
-             tasks: Optional[Sequence[str]] = None, batch_size: int = 256, amp: bool = False,
+             tasks: Optional[Sequence[str]] = None, batch_size: Optional[int] = None, amp: Optional[bool] = None,
              encoder: Optional[nn.Module] = None) -> Dict[str, float]:
     """Per-task top-1 accuracy (%) of one encoder state dict on ``split``.
 
     ``state_dict`` defaults to θ0. ``tasks`` defaults to ``benchmark.tasks`` (pass other task names to test on tasks
     that were not merged, as Table 8 does). ``encoder`` may be given to reuse one module across calls.
+    ``batch_size`` and ``amp`` (fp16 autocast, CUDA only) default to the benchmark's attributes of those names
+    (256 and False when it has none): the real benchmarks turn mixed precision on when they run on CUDA.
     """
+    batch_size = batch_size or getattr(benchmark, "batch_size", None) or 256
+    amp = bool(getattr(benchmark, "amp", False)) if amp is None else amp
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     sd = benchmark.pretrained if state_dict is None else state_dict

@@ -78,18 +78,28 @@ def setup(threads: Optional[int] = None, progress: bool = False, seed: int = 0) 
 
 
 def load(benchmark: str = "tiny", tasks: Optional[Sequence[str]] = None, device: str = "auto",
-         checkpoint_root: Optional[str] = None, data_root: Optional[str] = None, **kwargs) -> Benchmark:
+         checkpoint_root: Optional[str] = None, data_root: Optional[str] = None, batch_size: Optional[int] = None,
+         options: Optional[Mapping[str, Any]] = None, **kwargs) -> Benchmark:
     """A benchmark from a notebook's parameters. For the tiny benchmarks ``checkpoint_root`` (optional) is the zoo
     folder (the one holding ``manifest.json``; default ``data/tiny/<size>``) and ``data_root`` is unused; the real
-    ones ("vit-b-32", "vit-b-16", "vit-l-14") need both (see book/reproduce_gpu.md)."""
+    ones ("vit-b-32", "vit-b-16", "vit-l-14", and "openclip" with ``options={"model_name": ...}``) need both (see
+    book/reproduce_gpu.md). ``batch_size``: evaluation batch size (None: the benchmark's default). ``options``
+    (the notebooks' ``benchmark_options``) and ``kwargs`` go to the benchmark's loader (``layout``,
+    ``trust_pickle``, ``openclip_weights``, ``cache_dir``, ``amp``, ...)."""
     tasks = list(tasks) if tasks else None
+    kwargs = {**dict(options or {}), **kwargs}
     if benchmark.startswith("tiny"):
         if checkpoint_root is not None:
             kwargs["root"] = Path(checkpoint_root)
-        return load_benchmark(benchmark, tasks=tasks, device=device, **kwargs)
+        bench = load_benchmark(benchmark, tasks=tasks, device=device, **kwargs)
+        if batch_size:
+            bench.batch_size = int(batch_size)
+        return bench
     if checkpoint_root is None or data_root is None:
         raise ValueError(f"benchmark {benchmark!r} needs checkpoint_root= and data_root= (papermill: "
                          f"-p checkpoint_root /path/to/ckpt -p data_root /path/to/data); see book/reproduce_gpu.md")
+    if batch_size:
+        kwargs["batch_size"] = int(batch_size)
     return load_benchmark(benchmark, checkpoint_root=checkpoint_root, data_root=data_root, tasks=tasks,
                           device=device, **kwargs)
 
@@ -367,8 +377,14 @@ BOOK_GRIDS: Dict[str, Dict[str, List[Any]]] = {
     "cat": {"alpha": BOOK_ALPHAS},
     "awd_ta": {"alpha": BOOK_ALPHAS},
     "awd_ties": {"alpha": BOOK_ALPHAS},
+    # newer data-free methods (not in the paper): their own scales, three points each; WUDI has no α
+    "tsv_m": {"alpha": [0.5, 1.0, 1.5]},
+    "iso_c": {"alpha": [0.5, 1.0, 1.5]},
+    "iso_cts": {"alpha": [0.5, 1.0, 1.5]},
+    "wudi": {"lr": [1e-5, 1e-4]},
 }
-METHODS = list(BOOK_GRIDS)  # the order of the paper's Table 1, then the AWD rows
+NEWER_METHODS = ["tsv_m", "iso_c", "iso_cts", "wudi"]
+METHODS = [m for m in BOOK_GRIDS if m not in NEWER_METHODS]  # the order of the paper's Table 1, then AWD
 
 
 def grid(method: str, grids: Optional[Mapping[str, Mapping[str, Sequence[Any]]]] = None,
@@ -696,11 +712,44 @@ def _ordered(d: Mapping[str, Any]) -> List[tuple]:
     return sorted(d.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
 
 
+def _paper_text() -> Dict[str, str]:
+    """The paper's numbers quoted on the claims page, read from data/paper/*.csv (as printed, never retyped)."""
+    import csv
+
+    def rows(name):
+        with open(PAPER_DIR / f"{name}.csv", newline="") as f:
+            return list(csv.DictReader(f))
+
+    def cell(name, col, **match):
+        for r in rows(name):
+            if all(r.get(k) == v for k, v in match.items()):
+                return r[col]
+        raise KeyError(f"data/paper/{name}.csv has no row {match}")
+
+    t1 = {r["method"]: r["avg"] for r in rows("table1_vit_b32")}
+    t2 = {r["method"]: r["avg"] for r in rows("table2_vit_l14")}
+    sens = lambda setting, model, q="CAT accuracy": cell("sensitivity_text", model, quantity=q, setting=setting)
+    abl = {(r["linear"], r["norm_scale"], r["shift"]): r["ViT-B/32"] for r in rows("table5_ablation")}
+    cat_b32 = t1["CAT Merging"]
+    return {
+        "best": f"{cat_b32} vs PCB {t1['PCB Merging']} (ViT-B/32); {t2['CAT Merging']} vs PCB {t2['PCB Merging']} "
+                f"(ViT-L/14)",
+        "exemplars": f"1 exemplar: {sens('1 exemplar per task', 'ViT-B/32')} (B/32) vs {cat_b32} with the default; "
+                     f"flat curve",
+        "lambda0": f"λ=0: {sens('lambda = 0', 'ViT-B/32')} vs {cat_b32} (ViT-B/32)",
+        "c": f"peak at c={sens('', 'ViT-B/32', 'best c')} (B/32), c={sens('', 'ViT-L/14', 'best c')} (L/14); "
+             f"c=128: {sens('c = 128', 'ViT-B/32')}",
+        "ablation": f"Table 5 (B/32): −linear {abl[('False', 'True', 'True')]}, −norm {abl[('True', 'False', 'True')]}, "
+                    f"−shift {abl[('True', 'True', 'False')]}, all {abl[('True', 'True', 'True')]}",
+    }
+
+
 def claims(tolerance: float = 0.5) -> List[Dict[str, Any]]:
     """One row per claim of the paper: what the paper says, what our notebooks measured (read from the results
     files), and a verdict: "reproduced", "not reproduced", "partly" or "not run". ``tolerance`` (accuracy points)
     is what counts as "about equal" (robustness/stability claims)."""
     rows: List[Dict[str, Any]] = []
+    P = _paper_text()
 
     def add(claim, source, paper, ours, verdict):
         rows.append({"claim": claim, "notebook": source, "paper": paper, "ours": ours, "verdict": verdict})
@@ -713,8 +762,7 @@ def claims(tolerance: float = 0.5) -> List[Dict[str, Any]]:
         d = load_results(name)
         if d is None:
             if name == "table1":
-                add("CAT has the best average accuracy among merging methods", name, "78.3 vs PCB 75.8 (ViT-B/32)",
-                    "n/a", "not run")
+                add("CAT has the best average accuracy among merging methods", name, P["best"], "n/a", "not run")
             continue
         avgs = _get(d, "averages") or {}
         merging = {m: v for m, v in avgs.items() if m not in REFERENCE}
@@ -724,7 +772,7 @@ def claims(tolerance: float = 0.5) -> List[Dict[str, Any]]:
         runner = max((m for m in merging if m != "cat"), key=merging.get)
         label = {"table1": "8 tasks", "table1_subset": "task subset", "table2": "Table 2 setting"}[name]
         add(f"CAT has the best average accuracy among merging methods ({label}, {d['parameters'].get('benchmark')})",
-            name, "78.3 vs PCB 75.8 (ViT-B/32); 89.6 vs PCB 87.6 (ViT-L/14)",
+            name, P["best"],
             f"CAT {f1(merging['cat'])}; best other: {DISPLAY.get(runner, runner)} {f1(merging[runner])}; "
             f"best overall: {DISPLAY.get(best, best)}",
             "reproduced" if best == "cat" else "not reproduced")
@@ -748,11 +796,11 @@ def claims(tolerance: float = 0.5) -> List[Dict[str, Any]]:
             best_small = max(small.values()) if small else None
             ok = best_small is not None and best_small >= top - max(tolerance, _get(d, "max_std", default=0) or 0)
             add("A few exemplars (1-4 per task) suffice for CAT", "exemplars",
-                "1 exemplar: 76.61 (B/32) vs 78.3 with the default; flat curve",
+                P["exemplars"],
                 "; ".join(f"{n}: {v:.1f}" for n, v in sorted(curve.items())) + f" (best of 1-4: {f1(best_small)}, "
                 f"best overall: {f1(top)})", "reproduced" if ok else "not reproduced")
     else:
-        add("A few exemplars (1-4 per task) suffice for CAT", "exemplars", "1 exemplar: 76.61 (B/32)", "n/a",
+        add("A few exemplars (1-4 per task) suffice for CAT", "exemplars", P["exemplars"], "n/a",
             "not run")
     # 4. alpha robustness (the paper's Fig. 2b compares CAT with task arithmetic)
     d = load_results("alpha")
@@ -775,7 +823,7 @@ def claims(tolerance: float = 0.5) -> List[Dict[str, Any]]:
         if lam:
             pos = {k: v for k, v in lam.items() if k > 0}
             ok0 = 0.0 in lam and pos and lam[0.0] < min(pos.values()) - tolerance
-            add("λ = 0 hurts CAT (no intra-task deviation term)", "lambda_c", "λ=0: 65.33 vs 78.3 (ViT-B/32)",
+            add("λ = 0 hurts CAT (no intra-task deviation term)", "lambda_c", P["lambda0"],
                 f"λ=0: {f1(lam.get(0.0))}; λ>0: {f1(min(pos.values()) if pos else None)}–"
                 f"{f1(max(pos.values()) if pos else None)}", "reproduced" if ok0 else "not reproduced")
             if pos:
@@ -787,7 +835,7 @@ def claims(tolerance: float = 0.5) -> List[Dict[str, Any]]:
             best_c = max(cc, key=cc.get)
             large = max(cc)
             ok = best_c <= 4 and cc[large] < cc[best_c] - tolerance
-            add("A small c is best; a large c hurts", "lambda_c", "peak at c=2 (B/32), c=3 (L/14); c=128: 69.89",
+            add("A small c is best; a large c hurts", "lambda_c", P["c"],
                 f"best c = {best_c} ({f1(cc[best_c])}); c={large}: {f1(cc[large])}",
                 "reproduced" if ok else ("partly" if best_c <= 8 else "not reproduced"))
     else:
@@ -803,7 +851,7 @@ def claims(tolerance: float = 0.5) -> List[Dict[str, Any]]:
             ok = all(helps.values())
             partly = sum(helps.values())
             add("Each CAT component (linear projection, norm-scale mask, shift mask) helps", "ablation",
-                "Table 5 (B/32): −linear 71.5, −norm 76.8, −shift 77.8, all 78.3",
+                P["ablation"],
                 ", ".join(f"{k} {v:.1f}" for k, v in parts.items()) + f", all {full:.1f}",
                 "reproduced" if ok else ("partly" if partly else "not reproduced"))
     else:
@@ -949,12 +997,15 @@ def gains_table(settings: Mapping[str, Mapping[str, Mapping[str, float]]], decim
 
 def balance_table(individual: Mapping[str, float], merged_rows: Mapping[str, Mapping[str, float]],
                   paper_df=None, paper_row: Optional[str] = None, decimals: int = 2):
-    """Table 10: std over tasks of (Individual − merged) per method, beside the paper's row when given."""
+    """Table 10: std over tasks of (Individual − merged) per method, beside the paper's row ``paper_row`` (e.g.
+    ``"ViT-B/32"``) when the paper has one (Table 10 has none for ViT-B/16: the column is then empty)."""
     import pandas as pd
     ours = {DISPLAY.get(m, m): drop_std(individual, r) for m, r in merged_rows.items()}
     df = pd.DataFrame({"ours": ours})
-    if paper_df is not None:
-        row = paper_df.loc[paper_row] if paper_row else paper_df.iloc[0]
+    if paper_df is not None and paper_row not in paper_df.index:
+        df[f"paper ({paper_row}: not in the paper)"] = float("nan")
+    elif paper_df is not None:
+        row = paper_df.loc[paper_row]
         df["paper"] = [float(row[n]) if n in row.index else float("nan") for n in df.index]
     return df.round(decimals)
 

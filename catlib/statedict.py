@@ -114,6 +114,9 @@ class LazyTaskVector(Mapping):
             raise KeyError(k)
         return self._f[k].float() - self._p[k].float()
 
+    def __contains__(self, k) -> bool:  # without computing the difference
+        return k in self._p and self._p[k].is_floating_point()
+
     def __iter__(self):
         return iter(self._keys)
 
@@ -175,12 +178,15 @@ def cosine(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor], eps: fl
 
 
 def cosine_matrix(vectors: Sequence[Mapping[str, torch.Tensor]]) -> torch.Tensor:
-    """(K, K) matrix of pairwise cosines of flattened task vectors."""
+    """(K, K) matrix of pairwise cosines of flattened task vectors (one pass over the keys: each key's K slices are
+    stacked and their Gram accumulated in fp64, so lazy vectors are read once per key)."""
     K = len(vectors)
+    for v in vectors[1:]:
+        _same_keys(vectors[0], v)
     g = torch.zeros(K, K, dtype=torch.float64)
-    for i in range(K):
-        for j in range(i, K):
-            g[i, j] = g[j, i] = dot(vectors[i], vectors[j])
+    for k in vectors[0]:
+        T = torch.stack([v[k].reshape(-1) for v in vectors]).double()
+        g += T @ T.T
     d = g.diagonal().clamp_min(1e-24).sqrt()
     return g / d[:, None] / d[None, :]
 

@@ -158,3 +158,16 @@ def test_top_eigh_low_rank_difference_operator():
     ref, _ = top_eigh_dense(M, 3)
     assert abs(float(torch.trace(U.T @ M @ U)) - float(ref.sum())) <= 1e-4 * float(ref.sum())
     assert torch.allclose(w, ref, rtol=1e-6)
+
+
+@pytest.mark.parametrize("solver", ["dense", "krylov"])
+def test_parallel_solves_equal_serial(layer_problem, solver):
+    """With several torch threads the K solves run side by side in a thread pool; the bases are the same."""
+    from catlib.linalg import torch_threads
+    taus, factors, _ = layer_problem
+    with torch_threads(1):
+        serial = removal_bases(taus, factors, 3, 1.0, solver=solver, tol=1e-7)
+    with torch_threads(2):
+        parallel = removal_bases(taus, factors, 3, 1.0, solver=solver, tol=1e-7)
+    for a, b in zip(serial, parallel):
+        assert torch.equal(a, b)

@@ -56,3 +56,27 @@ def test_reference_rows(capsys):
     assert main(["evaluate", "--benchmark", "tiny", "--method", "individual", "--tasks", t, "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["per_task"][t] == pytest.approx(catlib.evaluate(bench, bench.finetuned[t], "test", [t])[t], abs=1e-3)
+
+
+@pytest.mark.parametrize("layout,which", [("task_vectors", "checkpoint_root"), ("hf", "hf_root")])
+def test_openclip_benchmark_from_the_command_line(roots, layout, which, tmp_path, capsys):
+    """`--benchmark openclip --model-name ...` on the generated stand-in roots agrees with the API."""
+    args = ["evaluate", "--benchmark", "openclip", "--model-name", roots["model_name"], "--layout", layout,
+            "--checkpoint-root", roots[which], "--data-root", roots["data_root"], "--cache-dir", str(tmp_path),
+            "--tasks", *roots["tasks"], "--device", "cpu", "--batch-size", "16", "--method", "ties", "--json"]
+    assert main(args) == 0
+    res = json.loads(capsys.readouterr().out)
+    bench = catlib.load_benchmark("openclip", model_name=roots["model_name"], layout=layout,
+                                  checkpoint_root=roots[which], data_root=roots["data_root"], tasks=roots["tasks"],
+                                  device="cpu", cache_dir=tmp_path)
+    direct = catlib.evaluate(bench, catlib.merge("ties", bench.pretrained, bench.finetuned_list()))
+    assert res["per_task"] == pytest.approx(direct, abs=1e-3)
+
+
+def test_openclip_benchmark_needs_a_model_name(roots):
+    with pytest.raises(SystemExit, match="needs --model-name"):
+        main(["evaluate", "--benchmark", "openclip", "--checkpoint-root", roots["checkpoint_root"],
+              "--data-root", roots["data_root"], "--method", "ties", "--json"])
+    with pytest.raises(SystemExit, match="fixes its architecture"):
+        main(["evaluate", "--benchmark", "vit-b-32", "--model-name", "ViT-B-16", "--checkpoint-root",
+              roots["checkpoint_root"], "--data-root", roots["data_root"], "--method", "ties", "--json"])

@@ -208,3 +208,20 @@ def test_iso_cts_runs_and_wudi_single_task_unchanged():
     w = catlib.merge("wudi", p1, f1, steps=20)
     assert torch.allclose(w["a"], f1[0]["a"], atol=1e-6)  # loss is 0 at the start: nothing moves
     assert torch.equal(w["b"], p1["b"])                      # others="zero": non-matrix keys stay at θ0
+
+
+def test_wudi_closed_form_gradient_matches_autograd_adam():
+    """wudi_matrix's precomputed-Gram gradient + hand-written Adam equals torch.optim.Adam on the loss itself."""
+    from catlib.merge.wudi import wudi_matrix
+    g = torch.Generator().manual_seed(0)
+    t = torch.randn(3, 7, 5, generator=g) * torch.tensor([1.0, 0.5, 2.0]).view(3, 1, 1)
+    w = 1.0 / (t.reshape(3, -1) ** 2).sum(1)
+    m = torch.nn.Parameter(t.sum(0).clone())
+    opt = torch.optim.Adam([m], lr=1e-2)
+    for _ in range(25):
+        opt.zero_grad()
+        (w.view(-1, 1, 1) * ((m.unsqueeze(0) - t) @ t.transpose(1, 2)) ** 2).sum().backward()
+        opt.step()
+    got = wudi_matrix(t, 25, 1e-2)
+    assert torch.allclose(got, m.detach(), atol=1e-5)
+    assert not torch.allclose(got, t.sum(0), atol=1e-3)  # it moved

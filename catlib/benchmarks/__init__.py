@@ -14,6 +14,7 @@ from .base import Benchmark, SPLITS, StateDict
 _BENCHMARKS: Dict[str, str] = {
     "tiny": "catlib.benchmarks.tiny:load_tiny",
     "tiny-large": "catlib.benchmarks.tiny:load_tiny_large",
+    "openclip": "catlib.benchmarks.openclip:load_openclip",  # any architecture: model_name=...
     "vit-b-32": "catlib.benchmarks.openclip:load_vit_b_32",
     "vit-b-16": "catlib.benchmarks.openclip:load_vit_b_16",
     "vit-l-14": "catlib.benchmarks.openclip:load_vit_l_14",

@@ -47,7 +47,7 @@ class OpenCLIPBenchmark(Benchmark):
 
     def __init__(self, name: str, ckpt: Checkpoints, data_root: PathLike, tasks: Sequence[str],
                  device: torch.device, batch_size: int, heads: Dict[str, nn.Module],
-                 num_workers: int = 0):
+                 num_workers: int = 0, amp: bool = False):
         self.name = name
         self.model_name = ckpt.model_name
         self.checkpoints = ckpt
@@ -60,6 +60,7 @@ class OpenCLIPBenchmark(Benchmark):
         self.device = device
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.amp = amp  # fp16 autocast in catlib.evaluate (CUDA only)
         self.data_root = Path(data_root)
         self.transform = image_transform(ckpt.model_name, ckpt.model_config)
         self._data: Dict[str, TaskData] = {}
@@ -116,7 +117,7 @@ def load_openclip_benchmark(model_name: str, checkpoint_root: PathLike, data_roo
                             openclip_weights: Optional[PathLike] = None,
                             model_config: Union[None, Mapping, PathLike] = None, quick_gelu: bool = True,
                             hf_name: Optional[str] = None, num_workers: Optional[int] = None,
-                            name: Optional[str] = None) -> OpenCLIPBenchmark:
+                            name: Optional[str] = None, amp: Optional[bool] = None) -> OpenCLIPBenchmark:
     """Load a real (or stand-in) CLIP benchmark.
 
     ``model_name``: open_clip architecture (``"ViT-B-32"``), or a name described by ``model_config`` / an
@@ -127,7 +128,8 @@ def load_openclip_benchmark(model_name: str, checkpoint_root: PathLike, data_roo
     ``~/.cache/catlib/heads``). Class names come from the dataset on disk for folder-based datasets (task_vectors'
     rule) and from :mod:`catlib.real_tasks` otherwise. ``quick_gelu`` must stay True for OpenAI CLIP weights.
     ``num_workers``: DataLoader workers decoding images (default 0 on CPU, ``min(8, cpu_count)`` on CUDA).
-    ``batch_size`` is the default of :meth:`~OpenCLIPBenchmark.loader` (``catlib.evaluate`` passes its own).
+    ``batch_size`` is the default of :meth:`~OpenCLIPBenchmark.loader` and of ``catlib.evaluate``. ``amp``: fp16
+    autocast during evaluation (default: on when the device is CUDA; merging and statistics stay fp32).
     """
     tasks = list(TASKS if tasks is None else tasks)
     unknown = [t for t in tasks if t not in TASKS]
@@ -140,7 +142,7 @@ def load_openclip_benchmark(model_name: str, checkpoint_root: PathLike, data_roo
                             openclip_weights=openclip_weights, model_config=model_config, quick_gelu=quick_gelu,
                             hf_name=hf_name)
     bench = OpenCLIPBenchmark(name or model_name, ckpt, data_root, tasks, dev, batch_size, heads={},
-                              num_workers=num_workers)
+                              num_workers=num_workers, amp=(dev.type == "cuda") if amp is None else bool(amp))
     heads: Dict[str, nn.Module] = {}
     need = [t for t in tasks if t not in ckpt.head_weights]
     for t in tasks:
@@ -176,10 +178,18 @@ def _named_loader(model_name: str, name: str, what: str):
     return load
 
 
+def load_openclip(model_name: str, checkpoint_root: PathLike, data_root: PathLike, **kwargs) -> OpenCLIPBenchmark:
+    """Any open_clip architecture (``load_benchmark("openclip", model_name=..., checkpoint_root=..., data_root=...)``):
+    an open_clip model name, or one described by ``model_config=`` / an ``open_clip_config.json`` in the checkpoint
+    root (how the tests' generated stand-ins are loaded); other keyword arguments as in
+    :func:`load_openclip_benchmark`."""
+    return load_openclip_benchmark(model_name, checkpoint_root, data_root, **kwargs)
+
+
 load_vit_b_32 = _named_loader("ViT-B-32", "vit-b-32", "CLIP ViT-B/32 (open_clip ``ViT-B-32``, QuickGELU, E = 512)")
 load_vit_b_16 = _named_loader("ViT-B-16", "vit-b-16", "CLIP ViT-B/16 (open_clip ``ViT-B-16``, QuickGELU, E = 512)")
 load_vit_l_14 = _named_loader("ViT-L-14", "vit-l-14", "CLIP ViT-L/14 (open_clip ``ViT-L-14``, QuickGELU, E = 768)")
 
 
-__all__ = ["OpenCLIPBenchmark", "load_openclip_benchmark", "load_vit_b_32", "load_vit_b_16", "load_vit_l_14",
+__all__ = ["OpenCLIPBenchmark", "load_openclip_benchmark", "load_openclip", "load_vit_b_32", "load_vit_b_16", "load_vit_l_14",
            "image_transform"]

@@ -26,9 +26,28 @@ from ._common import keys_of
 from .ties import ties_delta
 
 
+class Disentangled(Mapping):
+    """τ̂ = τ − δ, computed key by key when read (fp32) so that the K disentangled vectors are never all stored."""
+
+    def __init__(self, vector: Mapping[str, torch.Tensor], delta: Mapping[str, torch.Tensor]):
+        self._v, self._d = vector, delta
+
+    def __getitem__(self, k: str) -> torch.Tensor:
+        return self._v[k].float() - self._d[k]
+
+    def __contains__(self, k) -> bool:
+        return k in self._d
+
+    def __iter__(self):
+        return iter(self._d)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+
 @dataclass
 class AWDResult:
-    vectors: List[StateDict]          # the disentangled τ̂_i
+    vectors: List[Mapping[str, torch.Tensor]]  # the disentangled τ̂_i (lazy: τ_i − δ per key when read)
     delta: StateDict                  # the redundant vector δ
     losses: List[float]               # L(δ) per step (before each update), then the final value
     cos_before: torch.Tensor          # (K, K) cosines of the τ_i
@@ -106,10 +125,10 @@ def disentangle(vectors: Sequence[Mapping[str, torch.Tensor]], penalty: float = 
                 denom = m2[k].sqrt().div_(math.sqrt(bc2)).add_(1e-30)
                 delta[k].addcdiv_(m1[k], denom, value=-step_size[b] / bc1)
     losses.append(evaluate(False)[0])
-    hat = [{k: v[k].float() - delta[k] for k in keys} for v in vectors]
+    hat = [Disentangled(v, delta) for v in vectors]
     tv_norm = sum(math.sqrt(float(sum((v[k].double() ** 2).sum() for k in keys))) for v in vectors) / K
     d_norm = math.sqrt(sum(float((d.double() ** 2).sum()) for d in delta.values()))
-    return AWDResult(hat, delta, losses, cosine_matrix([{k: v[k] for k in keys} for v in vectors]),
+    return AWDResult(hat, delta, losses, cosine_matrix(vectors),
                      cosine_matrix(hat), d_norm / max(tv_norm, 1e-30))
 
 

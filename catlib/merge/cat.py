@@ -21,6 +21,7 @@ per parameter kind (``c_norm``, ``c_shift``, ``lam_norm``; None = same as ``c`` 
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import List, Optional
 
 import torch
@@ -56,8 +57,13 @@ def removal_bases(taus: List[torch.Tensor], factors: List[torch.Tensor], c: int,
         mv = lambda V: A @ (A.T @ V) - lam * (B @ (B.T @ V))
         return top_eigh(mv, out, c, dtype=torch.float32, tol=tol, seed=seed + k)[1]
 
-    with torch_threads(1):  # the solves are sequences of skinny products: one thread is faster
-        bases = [solve(k) for k in range(K)]
+    workers = min(K, torch.get_num_threads())
+    with torch_threads(1):  # the solves are sequences of skinny products: one thread per solve is faster, and the
+        if workers > 1:     # K independent solves run side by side (torch releases the GIL inside its kernels)
+            with ThreadPoolExecutor(workers) as pool:
+                bases = list(pool.map(solve, range(K)))
+        else:
+            bases = [solve(k) for k in range(K)]
     return bases
 
 
