@@ -731,7 +731,15 @@ def _paper_text() -> Dict[str, str]:
     sens = lambda setting, model, q="CAT accuracy": cell("sensitivity_text", model, quantity=q, setting=setting)
     abl = {(r["linear"], r["norm_scale"], r["shift"]): r["ViT-B/32"] for r in rows("table5_ablation")}
     cat_b32 = t1["CAT Merging"]
+    bal = {r["model"]: r for r in rows("table10_balance")}["ViT-B/32"]
+    gen = {r["method"]: r for r in rows("table8_generalization")}
+    gap = lambda col: float(gen["CAT Merging"][col]) - max(float(r[col]) for m, r in gen.items() if m != "CAT Merging")
+    cost = {r["model"]: r for r in rows("table9_cost")}["ViT-B/32"]
     return {
+        "balance": f"{bal['CAT Merging']} vs PCB {bal['PCB Merging']}, TA {bal['Task Arithmetic']} (ViT-B/32)",
+        "generalization": f"{gap('avg_seen'):+.1f} seen, {gap('avg_unseen'):+.1f} unseen over the best baseline "
+                          f"(ViT-B/32)",
+        "cost": f"B/32: PCB {cost['PCB Merging']} s, CAT {cost['CAT Merging']} s, TATR {cost['TATR']} s (RTX 3090)",
         "best": f"{cat_b32} vs PCB {t1['PCB Merging']} (ViT-B/32); {t2['CAT Merging']} vs PCB {t2['PCB Merging']} "
                 f"(ViT-L/14)",
         "exemplars": f"1 exemplar: {sens('1 exemplar per task', 'ViT-B/32')} (B/32) vs {cat_b32} with the default; "
@@ -783,7 +791,7 @@ def claims(tolerance: float = 0.5) -> List[Dict[str, Any]]:
         others = {m: v for m, v in ds.items() if m != "cat"}
         ok = "cat" in ds and all(ds["cat"] <= v for v in others.values())
         add("CAT's accuracy drop from Individual is the most balanced across tasks (Table 10, lowest std)",
-            "table1", "6.21 vs PCB 6.85, TA 8.95 (ViT-B/32)",
+            "table1", P["balance"],
             ", ".join(f"{DISPLAY.get(m, m)} {v:.2f}" for m, v in _ordered(ds)),
             "reproduced" if ok else "not reproduced")
     # 3. exemplars
@@ -882,7 +890,7 @@ def claims(tolerance: float = 0.5) -> List[Dict[str, Any]]:
             bu = max((v for m, v in unseen.items() if m != "cat" and m not in REFERENCE), default=None)
             ok_s, ok_u = bs is not None and seen["cat"] > bs, bu is not None and unseen.get("cat", -1) > bu
             add("CAT generalizes best to unseen tasks (Table 8)", "generalization",
-                "+3.4 seen, +2.6 unseen over the best baseline (ViT-B/32)",
+                P["generalization"],
                 f"seen: CAT {f1(seen['cat'])} vs best other method {f1(bs)}; unseen: CAT {f1(unseen.get('cat'))} "
                 f"vs best other method {f1(bu)}"
                 + (f" (θ0 on the unseen tasks: {f1(unseen['pretrained'])})" if "pretrained" in unseen else ""),
@@ -907,7 +915,7 @@ def claims(tolerance: float = 0.5) -> List[Dict[str, Any]]:
         secs = _get(d, "seconds") or {}
         if "cat" in secs and "pcb" in secs:
             add("CAT's merge costs about as much as PCB and far less than TATR (Table 9)", "cost",
-                "B/32: PCB 43 s, CAT 46 s, TATR 176 s (RTX 3090)",
+                P["cost"],
                 ", ".join(f"{DISPLAY.get(m, m)} {v:.2f} s" for m, v in _ordered(secs)),
                 "reproduced" if secs["cat"] <= 3 * secs["pcb"] and secs["cat"] <= secs.get("tatr", float("inf"))
                 else "not reproduced")
