@@ -191,5 +191,5 @@ load_vit_b_16 = _named_loader("ViT-B-16", "vit-b-16", "CLIP ViT-B/16 (open_clip 
 load_vit_l_14 = _named_loader("ViT-L-14", "vit-l-14", "CLIP ViT-L/14 (open_clip ``ViT-L-14``, QuickGELU, E = 768)")
 
 
-__all__ = ["OpenCLIPBenchmark", "load_openclip_benchmark", "load_openclip", "load_vit_b_32", "load_vit_b_16", "load_vit_l_14",
-           "image_transform"]
+__all__ = ["OpenCLIPBenchmark", "load_openclip_benchmark", "load_openclip", "load_vit_b_32", "load_vit_b_16",
+           "load_vit_l_14", "image_transform"]

@@ -21,8 +21,8 @@ def wudi_matrix(t: torch.Tensor, steps: int, lr: float, betas=(0.9, 0.999), eps:
     2K products through the (out × out) residuals (the same Adam as torch.optim.Adam, default settings)."""
     t = t.float()
     w = 1.0 / (t.reshape(t.shape[0], -1) ** 2).sum(1).clamp_min(1e-30)
-    S = torch.zeros(t.shape[2], t.shape[2])
-    C = torch.zeros(t.shape[1], t.shape[2])
+    S = t.new_zeros(t.shape[2], t.shape[2])
+    C = t.new_zeros(t.shape[1], t.shape[2])
     for wi, ti in zip(w.tolist(), t):
         G = ti.T @ ti
         S.add_(G, alpha=wi)
