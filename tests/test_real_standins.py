@@ -205,3 +205,22 @@ def test_registry_names_real_benchmarks(tmp_path):
     assert "ViT-B-32" in str(e.value) and "clip-vit-base-patch32" in str(e.value)
     with pytest.raises(KeyError, match="unknown task"):
         load_benchmark("vit-l-14", checkpoint_root=tmp_path, data_root=tmp_path, tasks=["ImageNet"])
+
+
+def test_evaluate_takes_batch_size_and_amp_from_the_benchmark(roots, monkeypatch):
+    """catlib.evaluate's defaults come from the benchmark: its batch_size, and amp (on only for CUDA benchmarks)."""
+    import importlib
+    EV = importlib.import_module("catlib.evaluate")  # the module (catlib.evaluate the attribute is the function)
+    bench = load_openclip_benchmark(roots["model_name"], roots["checkpoint_root"], roots["data_root"],
+                                    tasks=roots["tasks"], device="cpu", batch_size=7,
+                                    cache_dir=Path(roots["data_root"]).parent / "head_cache")
+    assert bench.amp is False  # CPU: no autocast by default
+    seen = []
+    real_accuracy = EV.accuracy
+    monkeypatch.setattr(EV, "accuracy", lambda enc, head, loader, device, amp=False, desc=None:
+                        seen.append((loader.batch_size, amp)) or real_accuracy(enc, head, loader, device, amp, desc))
+    evaluate(bench, tasks=["MNIST"])
+    bench.amp = True
+    evaluate(bench, tasks=["MNIST"], batch_size=5)
+    evaluate(bench, tasks=["MNIST"], amp=False)
+    assert seen == [(7, False), (5, True), (7, False)]
