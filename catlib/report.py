@@ -297,15 +297,12 @@ def _merge_fast(bench: Benchmark, method: str, hparams: Mapping[str, Any], tasks
     same computation as ``catlib.merge.awd``: θ0 + α Σ τ̂_i, or TIES on the τ̂_i; tests/test_report.py checks
     they agree)."""
     if method in ("awd_ta", "awd_ties"):
-        from .merge.ties import ties_delta
+        from .merge.awd import merge_disentangled
         from .statedict import apply
         hp = full_hparams(method, hparams)
         hat = awd_result(bench, tasks, hp["penalty"], hp["steps"], hp["lr"], hp["scope"]).vectors
-        if method == "awd_ta":
-            delta = {k: hp["alpha"] * torch.stack([h[k] for h in hat]).sum(0) for k in sorted(hat[0])}
-        else:
-            delta = ties_delta(hat, hp["k"], hp["merge_func"], "global", hp["alpha"])
-        return apply(bench.pretrained, delta)
+        ties_hp = {k: hp[k] for k in ("k", "merge_func") if k in hp}
+        return apply(bench.pretrained, merge_disentangled(hat, method, hp["alpha"], **ties_hp))
     return merge_on(bench, method, dict(hparams or {}), tasks, n_exemplars, seed)
 
 
@@ -1050,6 +1047,23 @@ def conflict_key(bench: Benchmark, what: str, **parts) -> Dict[str, Any]:
             **_jsonable(parts)}
 
 
+def _compared(name: str, hp: Mapping[str, Any], n_exemplars: int, seed: int) -> Dict[str, Any]:
+    """Cache-key parts of one side of a conflict comparison: CAT's depend on its hyperparameters and exemplars,
+    task arithmetic's on nothing more."""
+    cat = name == "cat"
+    return dict(method=name, hp=hp if cat else {}, n_exemplars=n_exemplars if cat else None,
+                seed=seed if cat else None)
+
+
+def _compared_vectors(bench: Benchmark, name: str, hp: Mapping[str, Any], tasks: Optional[Sequence[str]],
+                      n_exemplars: int, seed: int):
+    """The vectors compared in the conflict pages: τ_i (``"task_arithmetic"``) or CAT's trimmed τ̃_i (``"cat"``)."""
+    from .statedict import task_vectors
+    if name == "task_arithmetic":
+        return task_vectors(bench.pretrained, bench.finetuned_list(tasks))
+    return trimmed_vectors(bench, hp, tasks, n_exemplars, seed)
+
+
 def bound_rows(bench: Benchmark, vectors: Sequence[Mapping[str, torch.Tensor]], batches, tasks: Sequence[str],
                lipschitz: str = "path") -> List[Dict[str, Any]]:
     """Theorem 4.4 for every ordered pair (k, i), k ≠ i: measured ΔL_{k|i}, the bound, tightness, and the stage
@@ -1092,18 +1106,15 @@ def conflict_matrices(bench: Benchmark, cat_hparams: Mapping[str, Any], alpha: f
     """ΔL_{k|i} = L_k(θ_k + α v_i) − L_k(θ_k) for every ordered pair, with v_i = τ_i (task arithmetic) and
     v_i = τ̃_i (CAT's trimmed vector, ``cat_hparams``), on the first ``n`` images of each task's ``split``."""
     from .conflict import conflict_matrix
-    from .statedict import task_vectors
     cache = cache or CACHE
     hp = full_hparams("cat", cat_hparams)
     out = {}
     for name in ("task_arithmetic", "cat"):
-        key = conflict_key(bench, "matrix", method=name, alpha=alpha, hp=hp if name == "cat" else {}, n=n,
-                           split=split, tasks=list(bench.tasks), n_exemplars=n_exemplars if name == "cat" else None,
-                           seed=seed if name == "cat" else None)
+        key = conflict_key(bench, "matrix", alpha=alpha, n=n, split=split, tasks=list(bench.tasks),
+                           **_compared(name, hp, n_exemplars, seed))
 
         def compute(name=name):
-            vecs = (task_vectors(bench.pretrained, bench.finetuned_list()) if name == "task_arithmetic"
-                    else trimmed_vectors(bench, hp, None, n_exemplars, seed))
+            vecs = _compared_vectors(bench, name, hp, None, n_exemplars, seed)
             return conflict_matrix(bench.build_module(), bench.head_list(), bench.pretrained, bench.finetuned_list(),
                                    eval_batches(bench, None, n, split), scaled(vecs, alpha))
         out[name] = torch.tensor(cache.cached("conflict", key, compute), dtype=torch.float64)
@@ -1116,20 +1127,17 @@ def pair_grids(bench: Benchmark, pairs: Sequence[Sequence[str]], cat_hparams: Ma
     """Fig. 3/5: for each pair (a, b), the summed conflict ΔL_{a|b} + ΔL_{b|a} of θ0 + α_a v_a + α_b v_b over the
     (α_a, α_b) grid, with v = τ (task arithmetic) and v = τ̃ (CAT, trimmed for the pair: a two-model merge)."""
     from .conflict import pair_conflict_grid
-    from .statedict import task_vectors
     cache = cache or CACHE
     hp = full_hparams("cat", cat_hparams)
     out: Dict[tuple, Dict[str, torch.Tensor]] = {}
     for a, b in pairs:
         out[(a, b)] = {}
         for name in ("task_arithmetic", "cat"):
-            key = conflict_key(bench, "pair", method=name, pair=[a, b], alphas=list(alphas), n=n, split=split,
-                               hp=hp if name == "cat" else {}, n_exemplars=n_exemplars if name == "cat" else None,
-                               seed=seed if name == "cat" else None)
+            key = conflict_key(bench, "pair", pair=[a, b], alphas=list(alphas), n=n, split=split,
+                               **_compared(name, hp, n_exemplars, seed))
 
             def compute(name=name, a=a, b=b):
-                vecs = (task_vectors(bench.pretrained, bench.finetuned_list([a, b])) if name == "task_arithmetic"
-                        else trimmed_vectors(bench, hp, [a, b], n_exemplars, seed))
+                vecs = _compared_vectors(bench, name, hp, [a, b], n_exemplars, seed)
                 return pair_conflict_grid(bench.build_module(), bench.head_list([a, b]), bench.pretrained,
                                           (vecs[0], vecs[1]), eval_batches(bench, [a, b], n, split), list(alphas))
             out[(a, b)][name] = torch.tensor(cache.cached("conflict", key, compute), dtype=torch.float64)
@@ -1142,18 +1150,15 @@ def bound_frames(bench: Benchmark, cat_hparams: Mapping[str, Any], alpha: float,
     """Theorem 4.4 for every ordered pair, for v_i = α τ_i (task arithmetic) and α τ̃_i (CAT). Returns
     ``{method: DataFrame}`` with columns k, i, ΔL, bound, tightness, holds and one column per stage (‖Δf̂^l‖)."""
     import pandas as pd
-    from .statedict import task_vectors
     cache = cache or CACHE
     hp = full_hparams("cat", cat_hparams)
     out = {}
     for name in ("task_arithmetic", "cat"):
-        key = conflict_key(bench, "bound", method=name, alpha=alpha, hp=hp if name == "cat" else {}, n=n,
-                           split=split, lipschitz=lipschitz, tasks=list(bench.tasks),
-                           n_exemplars=n_exemplars if name == "cat" else None, seed=seed if name == "cat" else None)
+        key = conflict_key(bench, "bound", alpha=alpha, n=n, split=split, lipschitz=lipschitz,
+                           tasks=list(bench.tasks), **_compared(name, hp, n_exemplars, seed))
 
         def compute(name=name):
-            vecs = (task_vectors(bench.pretrained, bench.finetuned_list()) if name == "task_arithmetic"
-                    else trimmed_vectors(bench, hp, None, n_exemplars, seed))
+            vecs = _compared_vectors(bench, name, hp, None, n_exemplars, seed)
             return bound_rows(bench, scaled(vecs, alpha), eval_batches(bench, None, n, split), bench.tasks,
                               lipschitz)
         rows = cache.cached("conflict", key, compute)

@@ -138,12 +138,19 @@ _DOCS = {"alpha": "merge coefficient", "penalty": "weight of ‖δ‖ (relative 
          "scope": "one δ for the whole model (global) or one per tensor"}
 
 
+def merge_disentangled(hat: Sequence[Mapping[str, torch.Tensor]], method: str, alpha: float, k: float = 0.2,
+                       merge_func: str = "sum") -> StateDict:
+    """The merge step of ``awd_ta`` (δ = α Σ_i τ̂_i) or ``awd_ties`` (TIES on the τ̂_i), on disentangled vectors."""
+    if method == "awd_ta":
+        return {key: alpha * torch.stack([h[key] for h in hat]).sum(0) for key in keys_of(hat)}
+    return ties_delta(hat, k, merge_func, "global", alpha)
+
+
 @register("awd_ta", ranges=_RANGES, choices={"scope": ("global", "per_tensor")}, docs=_DOCS)
 def awd_ta(pretrained, vectors, *, stats=None, alpha: float = 0.3, penalty: float = 0.1, steps: int = 300,
            lr: float = 0.01, scope: str = "global"):
     """Task arithmetic on AWD-disentangled task vectors: θ0 + α Σ_i (τ_i − δ)."""
-    hat = disentangle(vectors, penalty, steps, lr, scope).vectors
-    return {k: alpha * torch.stack([h[k] for h in hat]).sum(0) for k in keys_of(vectors)}
+    return merge_disentangled(disentangle(vectors, penalty, steps, lr, scope).vectors, "awd_ta", alpha)
 
 
 @register("awd_ties", ranges=dict(_RANGES, k=(1e-9, 1.0)),
@@ -152,5 +159,5 @@ def awd_ta(pretrained, vectors, *, stats=None, alpha: float = 0.3, penalty: floa
 def awd_ties(pretrained, vectors, *, stats=None, alpha: float = 0.3, penalty: float = 0.1, steps: int = 300,
              lr: float = 0.01, scope: str = "global", k: float = 0.2, merge_func: str = "sum"):
     """TIES on AWD-disentangled task vectors."""
-    hat = disentangle(vectors, penalty, steps, lr, scope).vectors
-    return ties_delta(hat, k, merge_func, "global", alpha)
+    return merge_disentangled(disentangle(vectors, penalty, steps, lr, scope).vectors, "awd_ties", alpha, k,
+                              merge_func)
