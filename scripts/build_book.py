@@ -57,9 +57,9 @@ VARIANTS = {
 
 
 def zoo_manifest(size: str) -> Path:
-    """Where a tiny zoo's manifest is (honours CATLIB_TINY_ROOT, like the loader)."""
-    env = os.environ.get("CATLIB_TINY_ROOT")
-    return (Path(env) if env else REPO / "data" / "tiny") / size / "manifest.json"
+    """Where a tiny zoo's manifest is (the loader's own rule, which honours CATLIB_TINY_ROOT)."""
+    from catlib.benchmarks.tiny.zoo import default_root
+    return default_root(size) / "manifest.json"
 
 
 def log(msg: str) -> None:

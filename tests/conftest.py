@@ -76,3 +76,30 @@ def small_zoo(tmp_path_factory):
         os.environ.pop("CATLIB_CACHE", None)
     else:
         os.environ["CATLIB_CACHE"] = old
+
+
+NOTEBOOKS = __import__("pathlib").Path(__file__).resolve().parents[1] / "notebooks"
+
+
+@pytest.fixture()
+def notebook_env(tmp_path, monkeypatch):
+    """A notebook run that writes its results and its merge cache under tmp_path, never over the book's."""
+    monkeypatch.setenv("CATLIB_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("CATLIB_REPORT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CATLIB_PROGRESS", "0")
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    return tmp_path
+
+
+def run_notebook(name: str, out, parameters: dict) -> dict:
+    """Execute notebooks/<name>.ipynb with papermill into ``out`` (kernel "catlib" when installed, else python3)
+    and return the executed notebook as JSON."""
+    import json
+
+    import papermill as pm
+    from jupyter_client.kernelspec import find_kernel_specs
+    kernel = "catlib" if "catlib" in find_kernel_specs() else "python3"
+    pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters=parameters, kernel_name=kernel,
+                        cwd=str(NOTEBOOKS), progress_bar=False)
+    with open(out) as f:
+        return json.load(f)

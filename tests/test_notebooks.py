@@ -3,32 +3,15 @@ reduced tiny zoo, writing their results files where CATLIB_RESULTS_DIR says."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-NB = Path(__file__).resolve().parents[1] / "notebooks"
-
-
-def kernel_name() -> str:
-    from jupyter_client.kernelspec import find_kernel_specs
-    return "catlib" if "catlib" in find_kernel_specs() else "python3"
+from conftest import NOTEBOOKS, run_notebook
 
 
 @pytest.fixture()
-def nb_env(small_zoo, tmp_path, monkeypatch):
-    monkeypatch.setenv("CATLIB_RESULTS_DIR", str(tmp_path / "results"))
-    monkeypatch.setenv("CATLIB_REPORT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("CATLIB_PROGRESS", "0")
-    monkeypatch.delenv("MPLBACKEND", raising=False)
+def nb_env(small_zoo, notebook_env):
     return small_zoo
-
-
-def execute(name: str, out: Path, parameters: dict) -> dict:
-    import papermill as pm
-    pm.execute_notebook(str(NB / f"{name}.ipynb"), str(out), parameters=parameters, kernel_name=kernel_name(),
-                        cwd=str(NB), progress_bar=False)
-    return json.loads(out.read_text())
 
 
 def outputs_text(nb: dict) -> str:
@@ -46,7 +29,7 @@ def outputs_text(nb: dict) -> str:
 @pytest.mark.slow
 def test_alpha_notebook_with_another_grid(nb_env, tmp_path):
     grids = {"task_arithmetic": {"alpha": [0.1, 0.5]}, "cat": {"alpha": [0.1, 0.5]}}
-    nb = execute("04_alpha", tmp_path / "alpha.ipynb",
+    nb = run_notebook("04_alpha", tmp_path / "alpha.ipynb",
                  {"checkpoint_root": str(nb_env), "device": "cpu", "methods": ["task_arithmetic", "cat"],
                   "alphas": [0.2, 0.7, 0.9], "split": "test", "grids": grids, "n_exemplars": 2})
     assert any("injected-parameters" in c["metadata"].get("tags", []) for c in nb["cells"])
@@ -59,7 +42,7 @@ def test_alpha_notebook_with_another_grid(nb_env, tmp_path):
 
 @pytest.mark.slow
 def test_exemplar_notebook_with_fewer_seeds(nb_env, tmp_path):
-    nb = execute("03_exemplars", tmp_path / "ex.ipynb",
+    nb = run_notebook("03_exemplars", tmp_path / "ex.ipynb",
                  {"checkpoint_root": str(nb_env), "device": "cpu", "seeds": [0], "exemplar_counts": [1, 2],
                   "grids": {"cat": {"alpha": [0.3]}, "task_arithmetic": {"alpha": [0.3]}}})
     res = json.loads((tmp_path / "results" / "exemplars.json").read_text())
@@ -68,7 +51,7 @@ def test_exemplar_notebook_with_fewer_seeds(nb_env, tmp_path):
 
 
 def test_every_notebook_has_an_annotated_parameters_cell():
-    for path in sorted(NB.glob("[0-9][0-9]_*.ipynb")):
+    for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
         nb = json.loads(path.read_text())
         if nb["metadata"].get("catlib_stub"):  # a page written by build_book.py when its benchmark is missing
             continue

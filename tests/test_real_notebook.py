@@ -5,29 +5,18 @@ must agree with catlib's API called directly on the same roots."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+
+from conftest import run_notebook
 
 import catlib
 from catlib import report as R
 
-NB = Path(__file__).resolve().parents[1] / "notebooks"
-
-
-def _kernel() -> str:
-    from jupyter_client.kernelspec import find_kernel_specs
-    return "catlib" if "catlib" in find_kernel_specs() else "python3"
-
 
 @pytest.mark.slow
 @pytest.mark.parametrize("which,layout", [("checkpoint_root", "task_vectors"), ("hf_root", "hf")])
-def test_table1_notebook_on_standin_roots(roots, which, layout, tmp_path, monkeypatch):
-    import papermill as pm
-    monkeypatch.setenv("CATLIB_RESULTS_DIR", str(tmp_path / "results"))
-    monkeypatch.setenv("CATLIB_REPORT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("CATLIB_PROGRESS", "0")
-    monkeypatch.delenv("MPLBACKEND", raising=False)
+def test_table1_notebook_on_standin_roots(roots, which, layout, tmp_path, notebook_env):
     options = {"model_name": roots["model_name"], "layout": layout, "cache_dir": str(tmp_path / "heads")}
     methods = ["weight_average", "task_arithmetic", "ties", "regmean", "cat"]
     grids = {"task_arithmetic": {"alpha": [0.3, 0.6]}, "ties": {"alpha": [0.3]}, "cat": {"alpha": [0.3]}}
@@ -35,10 +24,7 @@ def test_table1_notebook_on_standin_roots(roots, which, layout, tmp_path, monkey
                   data_root=roots["data_root"], device="cpu", batch_size=16, methods=methods, grids=grids,
                   n_exemplars=2, seeds=[0], subset_tasks=[], newer_methods=["tsv_m"],
                   results_name="standin_table1")
-    out = tmp_path / "table1.ipynb"
-    pm.execute_notebook(str(NB / "01_table1.ipynb"), str(out), parameters=params, kernel_name=_kernel(),
-                        cwd=str(NB), progress_bar=False)
-    nb = json.loads(out.read_text())
+    nb = run_notebook("01_table1", tmp_path / "table1.ipynb", params)
     assert not [o for c in nb["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"]
     res = json.loads((tmp_path / "results" / "standin_table1.json").read_text())["results"]
     assert set(res["per_task"]["task_arithmetic"]) == set(roots["tasks"])
