@@ -228,21 +228,16 @@ def finetune(cfg: dict, theta0, heads, tasks: Sequence[str], rc: dict, desc: str
     t0 = time.time()
     for step in progress(range(rc["steps"]), desc=desc, mininterval=5, leave=False):
         _set_lr(opt, _lr_at(step, rc["steps"], rc["lr"], rc["warmup"]))
-        loss = 0.0
+        batch = []
+        for t in tasks:
+            X, Y = data[t]
+            idx = rng.integers(0, len(X), per)
+            batch.append((X[idx], torch.from_numpy(Y[idx])))
         if rc.get("fused_batch", False):  # one forward pass over all tasks' images, split per head
-            xs, ys = [], []
-            for t in tasks:
-                X, Y = data[t]
-                idx = rng.integers(0, len(X), per)
-                xs.append(X[idx]); ys.append(Y[idx])
-            f = enc(to_tensor(np.concatenate(xs)))
-            for k, t in enumerate(tasks):
-                loss = loss + F.cross_entropy(heads[t](f[k * per:(k + 1) * per]), torch.from_numpy(ys[k]))
+            feats = enc(to_tensor(np.concatenate([x for x, _ in batch]))).split(per)
         else:
-            for t in tasks:
-                X, Y = data[t]
-                idx = rng.integers(0, len(X), per)
-                loss = loss + F.cross_entropy(heads[t](enc(to_tensor(X[idx]))), torch.from_numpy(Y[idx]))
+            feats = [enc(to_tensor(x)) for x, _ in batch]
+        loss = sum(F.cross_entropy(heads[t](f), y) for t, f, (_, y) in zip(tasks, feats, batch))
         loss = loss / len(tasks)
         opt.zero_grad(set_to_none=True)
         loss.backward()
