@@ -732,7 +732,15 @@ def _paper_text() -> Dict[str, str]:
     gen = {r["method"]: r for r in rows("table8_generalization")}
     gap = lambda col: float(gen["CAT Merging"][col]) - max(float(r[col]) for m, r in gen.items() if m != "CAT Merging")
     cost = {r["model"]: r for r in rows("table9_cost")}["ViT-B/32"]
+    refs = ("Pretrained", "Individual", "Traditional MTL")
+    drop = lambda t, m: float(t["Individual"]) - float(t[m])  # noqa: E731
+    both = [m for m in t1 if m in t2 and m not in refs]
+    closer = sum(drop(t2, m) < drop(t1, m) for m in both)
     return {
+        "larger": f"gap to Individual, ViT-B/32 → ViT-L/14: TA {drop(t1, 'Task Arithmetic'):.1f} → "
+                  f"{drop(t2, 'Task Arithmetic'):.1f}, CAT {drop(t1, 'CAT Merging'):.1f} → "
+                  f"{drop(t2, 'CAT Merging'):.1f}; "
+                  f"closer for {closer} of {len(both)} merging methods",
         "balance": f"{bal['CAT Merging']} vs PCB {bal['PCB Merging']}, TA {bal['Task Arithmetic']} (ViT-B/32)",
         "generalization": f"{gap('avg_seen'):+.1f} seen, {gap('avg_unseen'):+.1f} unseen over the best baseline "
                           f"(ViT-B/32)",
@@ -763,7 +771,7 @@ def claims(tolerance: float = 0.5) -> List[Dict[str, Any]]:
         return "n/a" if x is None else f"{x:.1f}"
 
     # 1. CAT best on average (Table 1, and each further table notebook present)
-    for name in ("table1", "table1_subset", "table2"):
+    for name in ("table1", "table1_subset", "table2", "table2_subset"):
         d = load_results(name)
         if d is None:
             if name == "table1":
@@ -775,12 +783,26 @@ def claims(tolerance: float = 0.5) -> List[Dict[str, Any]]:
             continue
         best = max(merging, key=merging.get)
         runner = max((m for m in merging if m != "cat"), key=merging.get)
-        label = {"table1": "8 tasks", "table1_subset": "task subset", "table2": "Table 2 setting"}[name]
+        label = {"table1": "8 tasks", "table1_subset": "task subset", "table2": "Table 2 setting",
+                 "table2_subset": "Table 2 setting, task subset"}[name]
         add(f"CAT has the best average accuracy among merging methods ({label}, {d['parameters'].get('benchmark')})",
             name, P["best"],
             f"CAT {f1(merging['cat'])}; best other: {DISPLAY.get(runner, runner)} {f1(merging[runner])}; "
             f"best overall: {DISPLAY.get(best, best)}",
             "reproduced" if best == "cat" else "not reproduced")
+    # 1b. the larger encoder merges better (Table 2 against Table 1)
+    d1, d2 = load_results("table1"), load_results("table2")
+    a1, a2 = _get(d1, "averages") or {}, _get(d2, "averages") or {}
+    both = [m for m in a1 if m in a2 and m not in REFERENCE]
+    if both and "individual" in a1 and "individual" in a2:
+        gap = lambda a, m: a["individual"] - a[m]  # noqa: E731
+        closer = [m for m in both if gap(a2, m) < gap(a1, m)]
+        shown = [m for m in ("task_arithmetic", "ties", "pcb", "cat") if m in both]
+        add(f"The larger model merges better: every merging method is closer to Individual "
+            f"({d1['parameters'].get('benchmark')} → {d2['parameters'].get('benchmark')})", "table2", P["larger"],
+            "gap to Individual: " + ", ".join(f"{DISPLAY.get(m, m)} {gap(a1, m):.1f} → {gap(a2, m):.1f}"
+                                              for m in shown) + f"; closer for {len(closer)} of {len(both)}",
+            "reproduced" if len(closer) == len(both) else ("partly" if closer else "not reproduced"))
     # 2. Table 10 balance
     d = load_results("table1")
     if d is not None and _get(d, "drop_std"):

@@ -3,10 +3,11 @@
 nbval and the book use them), re-running a notebook only when its inputs changed, then build the Jupyter Book.
 
 A notebook's inputs are hashed: its source cells (code, markdown, tags; outputs and injected parameters excluded),
-the parameters it runs with, catlib's sources (catlib/**/*.py), the tiny zoos' manifests (data/tiny/*/manifest.json),
-the paper tables (data/paper/*.csv) and, for the claims notebook (99_*), the other notebooks' results files. The hash
-and the execution time are stored in notebooks/.exec-cache.json. Merge/evaluation results are shared between
-notebooks through catlib.report's disk cache (.cache/report/), so a re-run after a text-only change is quick.
+the parameters it runs with, catlib's sources (catlib/**/*.py), the manifest of the tiny zoo it runs on
+(data/tiny/<size>/manifest.json; every zoo's for 00_* and 99_*), the paper tables (data/paper/*.csv) and, for the
+claims notebook (99_*), the other notebooks' results files. The hash and the execution time are stored in
+notebooks/.exec-cache.json. Merge/evaluation results are shared between notebooks through catlib.report's disk cache
+(.cache/report/), so a re-run after a text-only change is quick.
 
     python scripts/build_book.py                 # execute what changed, then `jupyter-book build .`
     python scripts/build_book.py --force 03_exemplars   # re-execute one notebook (name or prefix), or --force all
@@ -39,7 +40,7 @@ VARIANTS = {
     "02_table2": {
         "source": "01_table1",
         "parameters": {"benchmark": "tiny-large", "paper": "table2_vit_l14", "paper_balance_row": "ViT-L/14",
-                       "results_name": "table2", "subset_tasks": []},
+                       "results_name": "table2"},
         "requires": "large",   # a tiny zoo size (data/tiny/<size>/manifest.json, or $CATLIB_TINY_ROOT/<size>)
         "title": "Table 2: eight tasks, the larger encoder",
         "stub": ("The paper's Table 2 repeats Table 1 with CLIP ViT-L/14. In this book it is the same notebook as "
@@ -98,13 +99,29 @@ def plan() -> list:
     return sorted(items, key=lambda t: t[0])
 
 
+TINY_SIZES = {"tiny": "default", "tiny-large": "large"}  # benchmark name -> tiny zoo size (data/tiny/<size>)
+
+
+READS_EVERY_ZOO = ("00_", "99_")  # the benchmark page (every zoo's acceptance checks) and the claims page
+
+
+def zoo_sizes(name: str, params: dict) -> list:
+    """The tiny zoos a notebook's results depend on: its benchmark's (every notebook defaults to "tiny"); every zoo
+    for the benchmark page (acceptance of each zoo) and the claims page (every results file). Building the large zoo
+    re-runs only what uses it."""
+    if name.startswith(READS_EVERY_ZOO):
+        return list(TINY_SIZES.values())
+    size = TINY_SIZES.get(params.get("benchmark", "tiny"))
+    return [size] if size else []
+
+
 def input_hash(name: str, src: Path, params: dict) -> str:
     parts = {
         "cells": source_cells(src),
         "parameters": params,
         "kernel": KERNEL,
         "catlib": sha_files((REPO / "catlib").rglob("*.py")),
-        "manifests": sha_files([p for p in (zoo_manifest("default"), zoo_manifest("large")) if p.exists()]),
+        "manifests": sha_files([p for p in map(zoo_manifest, zoo_sizes(name, params)) if p.exists()]),
         "paper": sha_files((REPO / "data" / "paper").glob("*.csv")),
     }
     if name.startswith("99"):
@@ -150,8 +167,84 @@ def execute(name: str, src: Path, params: dict) -> float:
             shutil.move(tmp, failed)
             log(f"  the partly executed notebook is in {failed.relative_to(REPO)}")
         raise
+    if name in VARIANTS:
+        retitle(Path(tmp), name, VARIANTS[name])
     os.replace(tmp, out)
     return time.perf_counter() - t0
+
+
+def retitle(path: Path, name: str, v: dict) -> None:
+    """Give an executed variant its own page title (the source notebook's first heading would repeat the source's
+    title in the book) and say which notebook and parameters it is."""
+    import nbformat
+    nb = nbformat.read(path, as_version=4)
+    first = next(c for c in nb.cells if c.cell_type == "markdown")
+    lines = first.source.splitlines()
+    params = ", ".join(f"`{k}={v['parameters'][k]!r}`" for k in v["parameters"])
+    note = (f"*This page is the notebook `{v['source']}.ipynb` ([its page]({v['source']}.ipynb)) executed by "
+            f"papermill with {params}; the text below is that notebook's.*")
+    rest = lines[1:] if lines and lines[0].startswith("# ") else lines
+    while rest and not rest[0].strip():
+        rest.pop(0)
+    first.source = "\n".join([f"# {v['title']}", "", note, ""] + rest)
+    nbformat.write(nb, path)
+
+
+# Notebooks that run after all the others, one at a time: the claims page reads every results file, and the cost page
+# measures merge time and memory (a notebook running beside it would slow it down).
+RUN_ALONE = ("10_cost", "99_")
+
+
+def alone(name: str) -> bool:
+    return name.startswith(RUN_ALONE)
+
+
+def lanes(items: list) -> list:
+    """Group notebooks into lanes that may run side by side: one lane per tiny zoo, in book order (notebooks on
+    one zoo share merges through the report cache, so they run one after another)."""
+    out: dict = {}
+    for it in items:
+        name, _, params = it
+        out.setdefault(tuple(zoo_sizes(name, params)), []).append(it)
+    return list(out.values())
+
+
+def _execute_job(name, src, params):
+    """(seconds, None) or (0, "error message"): returned, not raised, so the parent logs it and decides to go on."""
+    log(f"{name}: executing ...")
+    try:
+        return execute(name, src, params), None
+    except Exception as e:  # papermill raises PapermillExecutionError with the cell's traceback
+        last = str(e).strip().splitlines()[-1] if str(e).strip() else ""
+        return 0.0, f"{type(e).__name__}: {last}"
+
+
+def run_lanes(lanes_: list, jobs: int, finished, stop) -> None:
+    """Execute each lane's notebooks in order, up to ``jobs`` lanes at once (one process per running notebook; the
+    notebooks' kernels use one torch thread each). ``finished(item, seconds, error)`` is called as each one ends;
+    no new notebook starts once ``stop()`` is true."""
+    lanes_ = [list(lane) for lane in lanes_ if lane]
+    if jobs <= 1 or len(lanes_) <= 1:
+        for lane in lanes_:
+            for it in lane:
+                if stop():
+                    return
+                secs, err = _execute_job(*it)
+                finished(it, secs, err)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    with ProcessPoolExecutor(max_workers=min(jobs, len(lanes_)), mp_context=mp.get_context("spawn")) as ex:
+        running = {ex.submit(_execute_job, *lane[0]): (lane, 0) for lane in lanes_}
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in done:
+                lane, k = running.pop(fut)
+                secs, err = fut.result()
+                finished(lane[k], secs, err)
+                if k + 1 < len(lane) and not stop():
+                    running[ex.submit(_execute_job, *lane[k + 1])] = (lane, k + 1)
 
 
 def main(argv=None) -> int:
@@ -162,6 +255,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-build", action="store_true", help="do not build the book")
     ap.add_argument("--keep-going", action="store_true", help="continue after a notebook fails")
     ap.add_argument("--strict", action="store_true", help="jupyter-book build -W (warnings are errors)")
+    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                    help="notebooks executed side by side, one per tiny zoo (default: 2, or 1 on one core)")
     args = ap.parse_args(argv)
 
     os.environ.pop("MPLBACKEND", None)  # Agg here would make the notebooks' figures vanish silently
@@ -173,9 +268,14 @@ def main(argv=None) -> int:
     if not args.no_execute:
         items = plan()
         forced = set(args.force or [])
-        for j, (name, src, params) in enumerate(items, 1):
-            tag = f"({j}/{len(items)}) {name}"
-            v = VARIANTS.get(name)
+        tags = {name: f"({j}/{len(items)}) {name}" for j, (name, _, _) in enumerate(items, 1)}
+
+        def save_cache():
+            EXEC_CACHE.write_text(json.dumps(cache, indent=1, sort_keys=True) + "\n")
+
+        def due(name, src, params) -> bool:
+            """Whether the notebook must be executed (writing or keeping the stub page of a missing benchmark)."""
+            tag, v = tags[name], VARIANTS.get(name)
             if v and not zoo_manifest(v["requires"]).exists():
                 out = NB_DIR / f"{name}.ipynb"
                 stub_hash = "stub:" + hashlib.sha256(json.dumps(v, sort_keys=True).encode()).hexdigest()
@@ -186,27 +286,36 @@ def main(argv=None) -> int:
                     cache[name] = {"hash": stub_hash, "seconds": 0.0}
                 else:
                     log(f"{tag}: no tiny '{v['requires']}' zoo: stub page up to date")
-                continue
+                return False
             h = input_hash(name, src, params)
             force = "all" in forced or any(name.startswith(f) for f in forced)
             if not force and cache.get(name, {}).get("hash") == h and has_outputs(NB_DIR / f"{name}.ipynb"):
                 log(f"{tag}: up to date (last run {cache[name].get('seconds', 0):.0f} s)")
-                continue
-            log(f"{tag}: executing" + (f" {src.name} with {params}" if params else "") + " ...")
-            try:
-                secs = execute(name, src, params)
-            except Exception as e:  # papermill raises PapermillExecutionError with the cell's traceback
-                log(f"{tag}: FAILED: {type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}")
+                return False
+            log(f"{tag}: inputs changed, to execute" + (f" ({src.name} with {params})" if params else ""))
+            return True
+
+        def finished(item, secs, error) -> None:
+            name, src, params = item
+            if error is not None:
+                log(f"{tags[name]}: FAILED: {error}")
                 failures.append(name)
-                if not args.keep_going:
-                    break
-                continue
-            # the claims notebook's hash includes the results files, which later notebooks may have rewritten
+                return
+            # the claims notebook's hash includes the results files, which other notebooks may have rewritten
             cache[name] = {"hash": input_hash(name, src, params), "seconds": round(secs, 1),
                            "executed": time.strftime("%Y-%m-%dT%H:%M:%S")}
-            EXEC_CACHE.write_text(json.dumps(cache, indent=1, sort_keys=True) + "\n")
-            log(f"{tag}: done in {secs:.0f} s")
-        EXEC_CACHE.write_text(json.dumps(cache, indent=1, sort_keys=True) + "\n")
+            save_cache()
+            log(f"{tags[name]}: done in {secs:.0f} s")
+
+        side_by_side = [it for it in items if not alone(it[0])]
+        run_lanes(lanes([it for it in side_by_side if due(*it)]), args.jobs, finished, stop=lambda: failures
+                  and not args.keep_going)
+        for it in [it for it in items if alone(it[0])]:  # after the others: they read results / measure time
+            if failures and not args.keep_going:
+                break
+            if due(*it):
+                run_lanes([[it]], 1, finished, stop=lambda: False)
+        save_cache()
         log(f"notebooks: {time.perf_counter() - T0:.0f} s" + (f"; FAILED: {', '.join(failures)}" if failures else ""))
     if failures and not args.keep_going:
         return 1

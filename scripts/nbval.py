@@ -13,6 +13,8 @@ any output changed (or a cell fails).
 * Merge/evaluation results come from catlib.report's disk cache (.cache/report/, keyed by the benchmark's manifest
   and a hash of catlib's sources, so any code change recomputes them); `--fresh` uses an empty cache instead (the
   whole book's computation, about as long as `bash scripts/book.sh --force all`).
+* Notebooks on different tiny zoos run side by side (``--jobs``, default 2): the lanes and order of
+  scripts/build_book.py; the cost and claims notebooks run after them, alone.
 * The notebooks write their results files into a temporary copy of notebooks/results/, so the committed ones are
   never modified by a test run.
 """
@@ -36,6 +38,8 @@ def main(argv=None) -> int:
     ap.add_argument("notebooks", nargs="*", type=Path)
     ap.add_argument("--fresh", action="store_true", help="empty merge/evaluation cache (recompute everything)")
     ap.add_argument("--cell-timeout", type=int, default=3600, help="seconds per cell (default 3600)")
+    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                    help="pytest processes side by side, one per tiny zoo (default: 2, or 1 on one core)")
     ap.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: extra pytest arguments")
     args = ap.parse_args(argv)
 
@@ -54,17 +58,54 @@ def main(argv=None) -> int:
         env["CATLIB_RESULTS_DIR"] = str(results)
         if args.fresh:
             env["CATLIB_REPORT_CACHE"] = str(Path(tmp) / "cache")
-        cmd = [sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env",
-               "--nbval-sanitize-with", str(NB_DIR / "nbval_sanitize.cfg"),
-               "--nbval-cell-timeout", str(args.cell_timeout), "-p", "no:cacheprovider", "-q",
-               "--rootdir", str(REPO), *[str(p) for p in notebooks],
-               *[a for a in args.pytest_args if a != "--"]]
-        print(f"[nbval] {len(notebooks)} notebook(s){' with an empty result cache' if args.fresh else ''}",
-              flush=True)
+        base = [sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env",
+                "--nbval-sanitize-with", str(NB_DIR / "nbval_sanitize.cfg"),
+                "--nbval-cell-timeout", str(args.cell_timeout), "-p", "no:cacheprovider", "-q",
+                "--rootdir", str(REPO), *[a for a in args.pytest_args if a != "--"]]
+        groups = phases(notebooks)
+        print(f"[nbval] {len(notebooks)} notebook(s){' with an empty result cache' if args.fresh else ''}, "
+              f"{' then '.join(' | '.join(','.join(p.stem[:2] for p in lane) for lane in ph) for ph in groups)} "
+              f"(lanes separated by | run side by side)", flush=True)
         t = time.perf_counter()
-        r = subprocess.run(cmd, cwd=REPO, env=env)
-        print(f"[nbval] {'passed' if r.returncode == 0 else 'FAILED'} in {time.perf_counter() - t:.0f} s", flush=True)
-        return r.returncode
+        rc = 0
+        for phase in groups:
+            rc = max(rc, run_side_by_side([base + [str(p) for p in lane] for lane in phase], env,
+                                          args.jobs, Path(tmp)))
+        print(f"[nbval] {'passed' if rc == 0 else 'FAILED'} in {time.perf_counter() - t:.0f} s", flush=True)
+        return rc
+
+
+def phases(notebooks: list) -> list:
+    """[[lane, ...], ...]: the book's execution plan (scripts/build_book.py): first one lane per tiny zoo, side
+    by side, then the notebooks that run alone (cost, claims), one after another."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import build_book as B
+    params = {name: p for name, _, p in B.plan()}
+    side = [(nb.stem, nb, params.get(nb.stem, {})) for nb in notebooks if not B.alone(nb.stem)]
+    out = [[[it[1] for it in lane] for lane in B.lanes(side)]]
+    out += [[[nb]] for nb in notebooks if B.alone(nb.stem)]
+    return [ph for ph in out if ph]
+
+
+def run_side_by_side(cmds: list, env: dict, jobs: int, tmp: Path) -> int:
+    """Run the pytest commands, up to ``jobs`` at once; each one's output is printed when it ends. Worst exit code."""
+    if jobs <= 1 or len(cmds) == 1:
+        return max(subprocess.run(c, cwd=REPO, env=env).returncode for c in cmds)
+    rc, pending, running = 0, list(enumerate(cmds)), []
+    while pending or running:
+        while pending and len(running) < jobs:
+            k, c = pending.pop(0)
+            log = open(tmp / f"lane{k}.log", "w+")
+            running.append((subprocess.Popen(c, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), log))
+        time.sleep(1)
+        for proc, log in [r for r in running if r[0].poll() is not None]:
+            running.remove((proc, log))
+            log.seek(0)
+            sys.stdout.write(log.read())
+            sys.stdout.flush()
+            log.close()
+            rc = max(rc, proc.returncode)
+    return rc
 
 
 if __name__ == "__main__":

@@ -61,3 +61,36 @@ def test_every_notebook_has_an_annotated_parameters_cell():
         for line in src.splitlines():
             if line.strip() and not line.lstrip().startswith("#"):
                 assert ":" in line.split("=")[0], f"{path.name}: parameter without a type annotation: {line}"
+
+
+def _build_book():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("build_book", NOTEBOOKS.parent / "scripts" / "build_book.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_book_lanes_one_per_zoo_and_alone_last():
+    """build_book runs one lane per tiny zoo side by side; the claims and cost pages run after, alone; a notebook's
+    input hash covers only the zoo it runs on (building the large zoo does not re-run the default pages)."""
+    B = _build_book()
+    items = B.plan()
+    side = [it for it in items if not B.alone(it[0])]
+    groups = {tuple(B.zoo_sizes(lane[0][0], lane[0][2])): [it[0] for it in lane] for lane in B.lanes(side)}
+    assert groups[("large",)] == ["02_table2"]
+    assert groups[("default",)][0] == "01_table1" and "10_cost" not in groups[("default",)]
+    assert groups[("default", "large")] == ["00_benchmark"]  # its acceptance table reads every zoo
+    assert [n for n, _, _ in items if B.alone(n)] == ["10_cost", "99_claims"]
+    assert B.zoo_sizes("99_claims", {}) == ["default", "large"]
+
+
+def test_book_run_lanes_order_and_stop(monkeypatch):
+    B = _build_book()
+    calls = []
+    monkeypatch.setattr(B, "execute", lambda name, src, params: calls.append(name) or (1.0 if name != "b" else 1 / 0))
+    got = []
+    lanes = [[("a", None, {}), ("b", None, {}), ("c", None, {})], [("d", None, {})]]
+    B.run_lanes(lanes, 1, lambda it, secs, err: got.append((it[0], err)), stop=lambda: any(e for _, e in got))
+    assert calls == ["a", "b"]  # b fails: nothing new starts
+    assert got[0] == ("a", None) and got[1][0] == "b" and got[1][1].startswith("ZeroDivisionError")

@@ -126,6 +126,18 @@ def test_reduced_build_reproduces(reduced_zoos):
     assert set(m1["results"]["acceptance"]) >= {"ta_alpha_in_0.2_0.6", "wa_below_ta"}
 
 
+def test_parallel_finetuning_equals_serial(reduced_zoos, tmp_path):
+    """jobs=2 runs the fine-tuning stages in worker processes: same weights, bit for bit, as the serial build."""
+    (r1, m1), _ = reduced_zoos
+    m = Z.build("default", out=tmp_path / "zoo", cfg=reduced_zoo_config(), use_cache=False, jobs=2, log=lambda s: None)
+    for key, info in m1["files"].items():
+        assert m["files"][key]["sha256"] == info["sha256"], f"{key} differs between jobs=2 and the serial build"
+    assert m["results"]["average"] == m1["results"]["average"]
+    assert "finetune_parallel_wall" in m["build"]["seconds"]
+    with pytest.raises(ValueError, match="jobs"):
+        Z.build("default", out=tmp_path / "bad", cfg=reduced_zoo_config(), jobs=0)
+
+
 def test_reduced_zoo_layout_and_fp16(reduced_zoos):
     from safetensors.torch import load_file
 

@@ -153,5 +153,38 @@ def example_grid(task: str, n: int = 8, rows: Optional[int] = None, seed: int = 
     return fig
 
 
+def acceptance_table(sizes: Sequence[str] = ("default", "large")):
+    """The acceptance checks each built zoo's manifest records (test split, hyperparameters chosen on validation),
+    one column per built size, and, when both sizes are built, whether the larger one merges better (task
+    arithmetic and weight averaging higher, gap to Individual smaller). A pandas DataFrame: one row per check,
+    columns ``target`` and ``<size>`` (value, then "met" / "MISSED")."""
+    import pandas as pd
+
+    from .zoo import default_root, read_manifest
+
+    res = {}
+    for size in sizes:
+        if (default_root(size) / "manifest.json").exists():
+            res[size] = read_manifest(default_root(size), size)["results"]
+    rows: Dict[str, dict] = {}
+    for size, r in res.items():
+        for name, chk in r["acceptance"].items():
+            row = rows.setdefault(name, {"target": chk["target"]})
+            row[size] = f"{chk['value']:.2f} {'met' if chk['met'] else 'MISSED'}"
+    if len(res) == 2:
+        (small, a), (big, b) = res.items()
+        ta = lambda r: r["average"]["task_arithmetic"]  # noqa: E731
+        cross = {
+            "larger_ta_higher": (f"TA avg: {big} - {small} > 0", ta(b) - ta(a)),
+            "larger_wa_higher": (f"WA avg: {big} - {small} > 0",
+                                 b["average"]["weight_averaging"] - a["average"]["weight_averaging"]),
+            "larger_ta_gap_smaller": (f"Ind - TA: {small} - {big} > 0",
+                                      (a["average"]["individual"] - ta(a)) - (b["average"]["individual"] - ta(b))),
+        }
+        for name, (target, value) in cross.items():
+            rows[name] = {"target": target, big: f"{value:.2f} {'met' if value > 0 else 'MISSED'}"}
+    return pd.DataFrame(rows).T.reindex(columns=["target", *res]).fillna("")
+
+
 __all__ = ["TinyBenchmark", "load_tiny", "load_tiny_large", "task_table", "example_grid", "task_info",
-           "TASK_NAMES", "PrototypeHead", "ZooError"]
+           "acceptance_table", "TASK_NAMES", "PrototypeHead", "ZooError"]
