@@ -168,12 +168,12 @@ def execute(name: str, src: Path, params: dict) -> float:
             log(f"  the partly executed notebook is in {failed.relative_to(REPO)}")
         raise
     if name in VARIANTS:
-        retitle(Path(tmp), name, VARIANTS[name])
+        retitle(Path(tmp), VARIANTS[name])
     os.replace(tmp, out)
     return time.perf_counter() - t0
 
 
-def retitle(path: Path, name: str, v: dict) -> None:
+def retitle(path: Path, v: dict) -> None:
     """Give an executed variant its own page title (the source notebook's first heading would repeat the source's
     title in the book) and say which notebook and parameters it is."""
     import nbformat
@@ -307,14 +307,14 @@ def main(argv=None) -> int:
             save_cache()
             log(f"{tags[name]}: done in {secs:.0f} s")
 
+        def stop() -> bool:
+            return bool(failures) and not args.keep_going
+
         side_by_side = [it for it in items if not alone(it[0])]
-        run_lanes(lanes([it for it in side_by_side if due(*it)]), args.jobs, finished, stop=lambda: failures
-                  and not args.keep_going)
+        run_lanes(lanes([it for it in side_by_side if due(*it)]), args.jobs, finished, stop)
         for it in [it for it in items if alone(it[0])]:  # after the others: they read results / measure time
-            if failures and not args.keep_going:
-                break
-            if due(*it):
-                run_lanes([[it]], 1, finished, stop=lambda: False)
+            if not stop() and due(*it):
+                run_lanes([[it]], 1, finished, stop)
         save_cache()
         log(f"notebooks: {time.perf_counter() - T0:.0f} s" + (f"; FAILED: {', '.join(failures)}" if failures else ""))
     if failures and not args.keep_going:

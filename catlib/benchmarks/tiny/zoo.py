@@ -337,7 +337,8 @@ def build(size: str = "default", out: Optional[Path] = None, cfg: Optional[dict]
 
     ``threads``: torch threads of this process (pretraining, evaluation; and fine-tuning when ``jobs`` is 1).
     ``jobs`` > 1 runs the nine fine-tuning stages (8 tasks + MTL) in that many worker processes of one thread each;
-    their weights are then bit-identical to a serial build with ``threads=1``."""
+    their weights are then bit-identical to a serial build with ``threads=1``. The workers are spawned, so a script
+    that calls this with ``jobs`` > 1 needs the usual ``if __name__ == "__main__":`` guard."""
     cfg = copy.deepcopy(cfg or CONFIGS[size])
     out = Path(out) if out is not None else default_root(size)
     if threads < 1 or jobs < 1:
