@@ -99,7 +99,10 @@ def plan() -> list:
     return sorted(items, key=lambda t: t[0])
 
 
-TINY_SIZES = {"tiny": "default", "tiny-large": "large"}  # benchmark name -> tiny zoo size (data/tiny/<size>)
+def tiny_sizes() -> dict:
+    """Benchmark name -> tiny zoo size (data/tiny/<size>), from the zoo's own recipes."""
+    from catlib.benchmarks.tiny.zoo import CONFIGS
+    return {cfg["benchmark"]: size for size, cfg in CONFIGS.items()}
 
 
 READS_EVERY_ZOO = ("00_", "99_")  # the benchmark page (every zoo's acceptance checks) and the claims page
@@ -109,9 +112,10 @@ def zoo_sizes(name: str, params: dict) -> list:
     """The tiny zoos a notebook's results depend on: its benchmark's (every notebook defaults to "tiny"); every zoo
     for the benchmark page (acceptance of each zoo) and the claims page (every results file). Building the large zoo
     re-runs only what uses it."""
+    sizes = tiny_sizes()
     if name.startswith(READS_EVERY_ZOO):
-        return list(TINY_SIZES.values())
-    size = TINY_SIZES.get(params.get("benchmark", "tiny"))
+        return list(sizes.values())
+    size = sizes.get(params.get("benchmark", "tiny"))
     return [size] if size else []
 
 
