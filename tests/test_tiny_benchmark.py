@@ -224,3 +224,100 @@ def test_shipped_zoo_interface_and_accuracy():
     assert evaluate(bench, tasks=[t])[t] == pytest.approx(m["pretrained"][t], abs=0.2)
     sub = load_benchmark("tiny", device="cpu", tasks=["mnist"] if "mnist" in D.TASK_NAMES else ["handwritten"])
     assert len(sub.tasks) == 1 and len(sub.all_tasks) == 8
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# rebuilding from an existing zoo: only the stages whose inputs changed are recomputed
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_reuse_recomputes_only_changed_stages(reduced_zoos, tmp_path, monkeypatch):
+    """A renderer change in one task: --reuse takes θ0 and the other tasks' experts from the built zoo and gives
+    exactly the files a from-scratch build with the changed renderer gives."""
+    (src, m0), _ = reduced_zoos
+    monkeypatch.setattr(D, "TEXTURE_PERIOD", (8.0, 12.0))
+    monkeypatch.setitem(D.TASKS["textures"], "version", D.task_version("textures") + 1)
+    logs = []
+    m = Z.build("default", out=tmp_path / "reused", cfg=reduced_zoo_config(), use_cache=False, reuse=src,
+                log=logs.append)
+    fresh = Z.build("default", out=tmp_path / "fresh", cfg=reduced_zoo_config(), use_cache=False, log=lambda s: None)
+    assert set(m["build"]["reused"]) == {"pretrained"} | {t for t in D.TASK_NAMES if t != "textures"}
+    assert any("recomputing textures, mtl" in s for s in logs), logs
+    for key, info in fresh["files"].items():
+        assert m["files"][key]["sha256"] == info["sha256"], f"{key}: reused build differs from a fresh one"
+    for key in ("pretrained", "finetuned/signs"):  # unchanged stages: the very files of the source zoo
+        assert m["files"][key]["sha256"] == m0["files"][key]["sha256"]
+    for key in ("finetuned/textures", "mtl", "heads"):
+        assert m["files"][key]["sha256"] != m0["files"][key]["sha256"], key
+    assert m["task_versions"]["textures"] == m0["task_versions"]["textures"] + 1
+    assert m["results"]["average"] == fresh["results"]["average"]
+
+
+def test_reuse_checks_recipe_and_threads(reduced_zoos, tmp_path):
+    (src, m0), _ = reduced_zoos
+    cfg = reduced_zoo_config()
+    cfg["pretrain"]["lr"] *= 2  # another θ0: nothing can be reused
+    assert Z.reusable_stages(src, cfg, D.TASK_NAMES, {}, threads=1, log=lambda s: None) == {}
+    cfg = reduced_zoo_config()
+    assert Z.reusable_stages(src, cfg, D.TASK_NAMES, {}, threads=2, log=lambda s: None) == {}  # built with 1
+    cfg["finetune"]["lr"] *= 2  # same θ0, other fine-tunes: θ0 only
+    sha = {t: m0["data_sha256"][t]["train"] for t in D.TASK_NAMES}
+    assert set(Z.reusable_stages(src, cfg, D.TASK_NAMES, sha, threads=1, log=lambda s: None)) == {"pretrained", "mtl"}
+    bad = tmp_path / "bad"
+    shutil.copytree(src, bad)
+    (bad / m0["files"]["mtl"]["path"]).write_bytes(b"x")
+    with pytest.raises(Z.ZooError, match="mtl.safetensors"):  # a damaged source zoo is refused, not trusted
+        Z.reusable_stages(bad, reduced_zoo_config(), D.TASK_NAMES, sha, threads=1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# caption-like source attributes (the opt-in pretraining recipe pretrain.attribute_weight)
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_source_attributes_describe_the_images():
+    X, _, _, A = D.make_source(600, seed=5, easy_frac=0.3)
+    col = {name: A[:, k] for k, name in enumerate(D.SOURCE_ATTRIBUTES)}
+    assert A.shape == (600, len(D.SOURCE_ATTRIBUTES)) and A.dtype == np.int64
+    for name, values in D.SOURCE_ATTRIBUTE_VALUES.items():
+        assert col[name].max() < len(values) and col[name].min() >= -1, name
+    style = col["style"]
+    only = {"field resolution": 1, "pattern": 2, "period": 2, "orientation": 2, "horizon": 3}
+    for name, s in only.items():  # an attribute applies exactly to its background style
+        assert np.array_equal(col[name] >= 0, style == s), name
+    for name in ("style", "plate", "neighbours", "glyph size", "blur"):
+        assert (col[name] >= 0).all(), name
+    for name, values in D.SOURCE_ATTRIBUTE_VALUES.items():  # every class occurs
+        assert set(np.unique(col[name][col[name] >= 0])) == set(range(len(values))), name
+    corners = X[:, [0, 0, -1, -1], [0, -1, 0, -1]].astype(float)  # (n, 4, 3)
+    black = corners[style == 4].mean(axis=(1, 2))
+    assert (black < 70).mean() > 0.9  # "black" backgrounds are dark ...
+    solid = np.ptp(corners[style == 5], axis=1).max(axis=1)
+    assert (solid < 40).mean() > 0.9  # ... and "solid" ones are one colour
+    cap = D.source_caption(A[np.flatnonzero(style == 2)[0]])
+    assert cap.startswith("style: periodic, pattern: ") and "period: " in cap and "field resolution" not in cap
+
+
+def test_attribute_pretraining_is_opt_in(cache):
+    cfg = reduced_zoo_config()
+    base = Z.pretrain(cfg, log=lambda s: None)
+    cfg0 = reduced_zoo_config(); cfg0["pretrain"]["attribute_weight"] = 0.0
+    assert all(torch.equal(base[k], v) for k, v in Z.pretrain(cfg0, log=lambda s: None).items())
+    cfg1 = reduced_zoo_config(); cfg1["pretrain"]["attribute_weight"] = 1.0
+    with_attr = Z.pretrain(cfg1, log=lambda s: None)
+    assert all(torch.isfinite(v).all() for v in with_attr.values())
+    assert any(not torch.equal(base[k], v) for k, v in with_attr.items())
+    heads = torch.nn.ModuleList(torch.nn.Linear(4, len(v)) for v in D.SOURCE_ATTRIBUTE_VALUES.values())
+    A = torch.full((3, len(D.SOURCE_ATTRIBUTES)), -1, dtype=torch.int64); A[:, 0] = torch.tensor([0, 5, 2])
+    loss = Z.attribute_loss(heads, torch.randn(3, 4), A)  # attributes absent from the batch are skipped
+    assert torch.isfinite(loss) and loss > 0
+
+
+def test_recipe_changes_for_probe_builds(capsys):
+    cfg = Z.recipe_with("large", ["pretrain.attribute_weight=1.5", "finetune.steps=600"])
+    assert cfg["pretrain"]["attribute_weight"] == 1.5 and cfg["finetune"]["steps"] == 600
+    assert "attribute_weight" not in Z.CONFIGS["large"]["pretrain"]  # the recipes themselves are untouched
+    for bad in ("pretrain.lr", "nosuch.lr=1", "pretrain.lr=1e-3x", "pretrain=1"):
+        with pytest.raises(ValueError, match="recipe change"):
+            Z.recipe_with("default", [bad])
+    with pytest.raises(SystemExit):  # a probe never overwrites the shipped zoo
+        Z.main(["build", "--set", "pretrain.attribute_weight=1.0"])
+    assert "give --out" in capsys.readouterr().err

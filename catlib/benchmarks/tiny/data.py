@@ -237,6 +237,11 @@ VEHICLE_ASPECT = {"bus": .42, "box truck": .5, "limousine": .28, "van": .5, "suv
                   "sports car": .3}
 
 
+# body length in pixels (bus, limousine, box truck: 26-31). Version 1 drew 22-30: the small cars lost the outline
+# details that tell a coupe from a sports car at 32x32 (Individual 73%, below Cars' ~78% with ViT-B/32).
+VEHICLE_WIDTH = (25, 31)
+
+
 def render_vehicle(rng, label):
     name = VEHICLE_CLASSES[label]
     body, wheels = VEHICLES[name]
@@ -248,7 +253,7 @@ def render_vehicle(rng, label):
     a[horizon:horizon + 2] = _jitter(rng, (80, 130, 70), 20)
     pil = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
     d = ImageDraw.Draw(pil)
-    W = float(rng.uniform(22, 30)) if name not in ("bus", "limousine", "box truck") else float(rng.uniform(26, 31))
+    W = float(rng.uniform(*VEHICLE_WIDTH)) if name not in ("bus", "limousine", "box truck") else float(rng.uniform(26, 31))
     Hh = W * VEHICLE_ASPECT.get(name, .36) * rng.uniform(.92, 1.08)
     x0 = rng.uniform(0, max(0.1, S - W)) if W < S else (S - W) / 2
     base = rng.uniform(24, 30)
@@ -562,13 +567,20 @@ TEXTURE_CLASSES = ["banded", "striped", "zigzagged", "chequered", "grid", "cross
                    "cracked", "woven", "scaly", "wavy", "stratified", "fibrous", "pleated", "knitted"]
 
 
+# Version 1 drew periods of 4.5-7.5 px with any two colours 140 apart in L1: finer than an 8-px patch resolves and
+# often nearly equal in luminance (Individual 55%, far below DTD's ~79% with ViT-B/32). Version 2: a coarser period
+# and colours that differ in luminance (Individual 83%, θ0 40% as CLIP's ~44% zero-shot on DTD).
+TEXTURE_PERIOD = (7.5, 12.0)   # pattern period in pixels
+TEXTURE_LUM_CONTRAST = 80      # minimum luminance difference of the two colours
+
+
 def render_texture(rng, label):
     name = TEXTURE_CLASSES[label]
     y, x = np.mgrid[0:S, 0:S].astype(np.float32)
     th = rng.uniform(0, 2 * np.pi)
     u = np.cos(th) * x + np.sin(th) * y + rng.uniform(0, 50)
     v = -np.sin(th) * x + np.cos(th) * y + rng.uniform(0, 50)
-    p = rng.uniform(4.5, 7.5)  # period in pixels
+    p = rng.uniform(*TEXTURE_PERIOD)  # period in pixels
     tau = 2 * np.pi
     if name == "banded":
         m = (np.sin(tau * u / (p * 2.6)) > 0).astype(np.float32)
@@ -647,7 +659,7 @@ def render_texture(rng, label):
         q = p * .9
         m = (np.abs(((u / q) % 1.0) - .5) * 2 * q * .6 + (v % q) < q * .6).astype(np.float32)
     c0 = _rgb(rng)
-    c1 = _contrasting(rng, c0, 140)
+    c1 = _contrasting_lum(rng, c0, TEXTURE_LUM_CONTRAST)
     a = _mix(np.clip(m, 0, 1).astype(np.float32), c0, c1)
     a = a * (0.85 + 0.3 * _noise_field(rng, 3)[..., None])
     return _finish(a, rng, noise=6)
@@ -660,7 +672,7 @@ def render_texture(rng, label):
 TASKS: Dict[str, dict] = {
     "scenes": dict(analogue="SUN397", classes=SCENE_CLASSES, render=render_scene,
                    description="landscapes: sky type x ground type, with clouds, trees, buildings and noise"),
-    "vehicles": dict(analogue="Stanford Cars", classes=VEHICLE_CLASSES, render=render_vehicle,
+    "vehicles": dict(analogue="Stanford Cars", classes=VEHICLE_CLASSES, render=render_vehicle, version=2,
                      description="side views of vehicle body types on a road; paint, size, position, facing vary"),
     "aerial": dict(analogue="RESISC45", classes=AERIAL_CLASSES, render=render_aerial,
                    description="crisp top-down geometric scenes at any rotation and a range of scales"),
@@ -674,10 +686,18 @@ TASKS: Dict[str, dict] = {
     "handwritten": dict(analogue="MNIST", classes=DIGIT_CLASSES, render=None,
                         description="sklearn's real 8x8 handwritten digits upscaled, white on black; train "
                                     "images augmented (shift, rotation, scale), val/test originals held out"),
-    "textures": dict(analogue="DTD", classes=TEXTURE_CLASSES, render=render_texture,
-                     description="procedural textures with random two-colour palettes, rotation and period"),
+    "textures": dict(analogue="DTD", classes=TEXTURE_CLASSES, render=render_texture, version=2,
+                     description="procedural textures with random two-colour palettes (contrasting in "
+                                 "luminance), rotation and period (7.5-12 px)"),
 }
 TASK_NAMES: List[str] = list(TASKS)
+SOURCE_VERSION = 1  # bump when the pretraining source renderer changes (part of the pretraining stage's cache key)
+
+
+def task_version(task: str) -> int:
+    """The version of a task's renderer (``"version"`` in :data:`TASKS`, 1 if absent): bump it when the renderer
+    changes, so cached data is regenerated; cached fine-tunes are keyed by the data's sha256."""
+    return int(TASKS[task].get("version", 1))
 
 
 def task_info() -> Dict[str, dict]:
@@ -730,28 +750,64 @@ def _source_fonts():
     return {t: _fonts_for(t) for t in SOURCE_TEXT}
 
 
-def _source_background(rng, style):
+# What a caption of a source image would say besides its glyph, one class per attribute, recorded from the
+# renderer's own draws (-1 where an attribute does not apply, e.g. the period of a gradient). Pretraining predicts
+# them when ``pretrain.attribute_weight`` > 0, so that θ0 also encodes background, pattern and layout.
+SOURCE_ATTRIBUTE_VALUES: Dict[str, List[str]] = {
+    "style": ["gradient", "blurry field", "periodic", "horizon", "black", "solid"],
+    "field resolution": [f"{r}x{r}" for r in range(2, 9)],
+    "pattern": ["stripes", "checks"],
+    "period": ["3-6 px", "6-9 px", "9-12 px"],
+    "orientation": ["0°", "45°", "90°", "135°"],
+    "horizon": ["high", "upper middle", "lower middle", "low"],
+    "plate": ["none", "disc", "square"],
+    "neighbours": ["no", "yes"],
+    "glyph size": ["small", "medium", "large"],
+    "blur": ["no", "yes"],
+}
+SOURCE_ATTRIBUTES: List[str] = list(SOURCE_ATTRIBUTE_VALUES)
+
+
+def _attributes(**values) -> np.ndarray:
+    """int64 (len(SOURCE_ATTRIBUTES),): the given attribute classes, -1 for the others."""
+    a = np.full(len(SOURCE_ATTRIBUTES), -1, np.int64)
+    for k, v in values.items():
+        a[SOURCE_ATTRIBUTES.index(k.replace("_", " "))] = v
+    return a
+
+
+def source_caption(attributes: np.ndarray) -> str:
+    """The attribute classes of one source image in words, e.g. ``"style: periodic, pattern: checks, ..."``."""
+    return ", ".join(f"{k}: {SOURCE_ATTRIBUTE_VALUES[k][v]}" for k, v in zip(SOURCE_ATTRIBUTES, attributes) if v >= 0)
+
+
+def _source_background(rng, style) -> Tuple[np.ndarray, dict]:
+    """(background float (32, 32, 3), its attribute classes)."""
     base = _rgb(rng)
     other = lambda: np.clip(base + rng.normal(0, 45, 3), 0, 255)  # noqa: E731  low-contrast second colour
     if style == 0:  # gradient (street-number like)
-        return _gradient(rng, base, other())
+        return _gradient(rng, base, other()), {}
     if style == 1:  # blurry low-res field (satellite like)
-        f = rng.normal(0, 30, size=(int(rng.integers(2, 9)),) * 2 + (3,)) + base
-        return _upsample(f.astype(np.float32), S)
+        res = int(rng.integers(2, 9))
+        f = rng.normal(0, 30, size=(res,) * 2 + (3,)) + base
+        return _upsample(f.astype(np.float32), S), dict(field_resolution=res - 2)
     if style == 2:  # two-colour periodic pattern (texture like; stripes / checks of random period and angle)
         y, x = np.mgrid[0:S, 0:S].astype(np.float32); th = rng.uniform(0, 2 * np.pi); p = rng.uniform(3, 12)
         u = np.cos(th) * x + np.sin(th) * y; v = -np.sin(th) * x + np.cos(th) * y
         m = np.sin(2 * np.pi * u / p) > 0
-        if rng.random() < .5:
+        checks = rng.random() < .5
+        if checks:
             m = m ^ (np.sin(2 * np.pi * v / p) > 0)
-        return _mix(m.astype(np.float32), base, other())
+        attrs = dict(pattern=int(checks), period=min(2, int((p - 3) // 3)),
+                     orientation=int(round((th % np.pi) / (np.pi / 4))) % 4)
+        return _mix(m.astype(np.float32), base, other()), attrs
     if style == 3:  # horizon split (scene / road like)
         a = _gradient(rng, base, other(), angle=np.pi / 2)
         h = int(rng.integers(6, 26)); a[h:] = other() + (_noise_field(rng, 8)[h:, :, None] - .5) * 30
-        return a
+        return a, dict(horizon=(h - 6) // 5)
     if style == 4:  # black (handwriting like)
-        return np.zeros((S, S, 3), np.float32) + rng.uniform(0, 30)
-    return np.zeros((S, S, 3), np.float32) + base  # solid
+        return np.zeros((S, S, 3), np.float32) + rng.uniform(0, 30), {}
+    return np.zeros((S, S, 3), np.float32) + base, {}  # solid
 
 
 def _lum(c):
@@ -766,49 +822,63 @@ def _contrasting_lum(rng, c, min_diff=90):
     return np.full(3, 255.0 if _lum(c) < 128 else 0.0)
 
 
-def render_source(rng, label: int, fonts_by_text, easy: bool = False) -> Tuple[np.ndarray, np.ndarray]:
-    """one source image and its colour targets (fg rgb, bg mean rgb) in [0, 1]. ``easy``: plain background, large
-    upright centred glyph, no clutter (a share of these lets the ViT get off its initial plateau quickly)."""
+def render_source(rng, label: int, fonts_by_text, easy: bool = False) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """one source image, its colour targets (fg rgb, bg mean rgb) in [0, 1] and its attribute classes
+    (:data:`SOURCE_ATTRIBUTES`). ``easy``: plain background, large upright centred glyph, no clutter (a share of
+    these lets the ViT get off its initial plateau quickly)."""
     text = SOURCE_TEXT[label]
     if easy:
         bg = np.zeros((S, S, 3), np.float32) + _rgb(rng)
         pil = Image.fromarray(bg.astype(np.uint8))
         fg = _contrasting_lum(rng, bg[0, 0], 100)
         fonts = fonts_by_text[text]
-        _paste_glyph(pil, text, fonts[rng.integers(len(fonts))], int(rng.integers(22, 30)),
-                     16 + rng.uniform(-1.5, 1.5), 16 + rng.uniform(-1.5, 1.5), fg)
+        font = fonts[rng.integers(len(fonts))]
+        size = int(rng.integers(22, 30))  # drawn after the font, as before attributes were recorded
+        _paste_glyph(pil, text, font, size, 16 + rng.uniform(-1.5, 1.5), 16 + rng.uniform(-1.5, 1.5), fg)
         img = _finish(_to_np(pil), rng, noise=3)
-        return img, np.concatenate([np.asarray(fg, np.float32) / 255, bg[0, 0] / 255]).astype(np.float32)
+        attrs = _attributes(style=5, plate=0, neighbours=0, glyph_size=_size_class(size), blur=0)
+        return img, np.concatenate([np.asarray(fg, np.float32) / 255, bg[0, 0] / 255]).astype(np.float32), attrs
     style = int(rng.integers(0, 6))
-    bg = _source_background(rng, style)
+    bg, bg_attrs = _source_background(rng, style)
     pil = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8))
     bgm = bg.mean(axis=(0, 1))
     fg = _contrasting_lum(rng, bgm, 80) if style != 4 else np.full(3, rng.integers(200, 256))
     d = ImageDraw.Draw(pil)
+    plate = 0
     if rng.random() < .25:  # a plate behind the glyph (sign like), contrasting with the glyph
         r = rng.uniform(9, 15); c = _contrasting_lum(rng, fg, 80)
-        fn = d.ellipse if rng.random() < .5 else d.rectangle
+        plate = 1 if rng.random() < .5 else 2
+        fn = d.ellipse if plate == 1 else d.rectangle
         fn([16 - r, 16 - r, 16 + r, 16 + r], fill=tuple(int(v) for v in c))
     fonts = fonts_by_text[text]
     font = fonts[rng.integers(len(fonts))]
     size = int(rng.integers(16, 30))
-    if rng.random() < .15:  # neighbours (street-number like)
+    neighbours = rng.random() < .15
+    if neighbours:  # street-number like
         for k in (-1, 1):
             other = SOURCE_TEXT[rng.integers(len(SOURCE_TEXT))]
             of = fonts_by_text[other]
             _paste_glyph(pil, other, of[rng.integers(len(of))], size, 16 + k * size * .75, 16, fg)
     _paste_glyph(pil, text, font, size, 16 + rng.uniform(-3, 3), 16 + rng.uniform(-3, 3), fg, rng.uniform(-15, 15))
-    if rng.random() < .2:
+    blur = rng.random() < .2
+    if blur:
         pil = pil.filter(ImageFilter.GaussianBlur(rng.uniform(.3, .8)))
     img = _finish(_to_np(pil), rng, noise=4)
     target = np.concatenate([np.asarray(fg, np.float32) / 255, bgm.astype(np.float32) / 255])
-    return img, target
+    attrs = _attributes(style=style, plate=plate, neighbours=int(neighbours), glyph_size=_size_class(size),
+                        blur=int(blur), **bg_attrs)
+    return img, target, attrs
+
+
+def _size_class(size: int) -> int:  # glyph size in points: 16-20 small, 21-25 medium, 26-29 large
+    return min(2, (size - 16) // 5)
 
 
 def make_source(n: int, seed: int, progress_desc: str = None, easy_frac: float = 0.0
-                ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``n`` source images (uint8), labels (int64) and colour targets (float32, (n, 6)); a share ``easy_frac`` of
-    them plain (see :func:`render_source`)."""
+                ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` source images (uint8), labels (int64), colour targets (float32, (n, 6)) and attribute classes (int64,
+    (n, len(SOURCE_ATTRIBUTES)), -1 where one does not apply); a share ``easy_frac`` of them plain (see
+    :func:`render_source`)."""
     from ...progress import progress
 
     rng = np.random.default_rng(np.random.SeedSequence([seed, 4242]))
@@ -817,9 +887,10 @@ def make_source(n: int, seed: int, progress_desc: str = None, easy_frac: float =
     easy = rng.random(n) < easy_frac
     X = np.empty((n, S, S, 3), np.uint8)
     T = np.empty((n, 6), np.float32)
+    A = np.empty((n, len(SOURCE_ATTRIBUTES)), np.int64)
     for i in progress(range(n), desc=progress_desc or "source images", mininterval=2):
-        X[i], T[i] = render_source(rng, int(y[i]), fonts, easy=bool(easy[i]))
-    return X, y, T
+        X[i], T[i], A[i] = render_source(rng, int(y[i]), fonts, easy=bool(easy[i]))
+    return X, y, T, A
 
 
 # ------------------------------------------------------------------------------------------------------------------

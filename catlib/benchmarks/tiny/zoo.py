@@ -7,7 +7,11 @@ Build from scratch (data, pretraining, 8 fine-tunes, joint MTL fine-tune, TA/WA 
     python -m catlib.benchmarks.tiny.zoo verify --size default
 
 Every stage is seeded; stage results are cached under the build cache (``$CATLIB_CACHE`` or ``~/.cache/catlib``)
-keyed by a hash of the recipe, so re-running after changing only the fine-tuning recipe reuses the pretraining.
+keyed by a hash of the stage's inputs (recipe, renderer versions, and for a fine-tune the sha256 of its task's
+training data), so re-running after changing one task's renderer re-runs only that task's fine-tune and the MTL
+stage. ``--reuse DIR`` also takes those stages from an already built zoo (e.g. the shipped one) whose recorded
+inputs are identical: a rebuild after a one-task change then costs minutes, and gives the same files as a
+from-scratch build with the same ``--threads`` (the manifest's ``build.reused`` names what was taken).
 The zoo on disk: one fp16 safetensors file per model, ``heads.safetensors`` (fp32 prototypes) and
 ``manifest.json`` (configs, sha256 of each file, sha256 of the generated data, accuracies).
 """
@@ -35,7 +39,7 @@ from . import data as D
 from .model import PrototypeHead, build_encoder, to_tensor
 
 FORMAT_VERSION = 1
-BUILD_VERSION = 2  # salt of the fine-tuning stages' cache keys: bump it (and GENERATOR_VERSION) when a renderer changes
+BUILD_VERSION = 2  # salt of the training stages' cache keys: bump it when the training code changes
 ALPHAS = [round(0.05 * k, 2) for k in range(1, 21)]
 
 CONFIGS: Dict[str, dict] = {
@@ -92,7 +96,7 @@ def sha256_array(*arrays: np.ndarray) -> str:
 # data (cached arrays, validated by the generator-config hash)
 # ----------------------------------------------------------------------------------------------------------------
 
-GENERATOR_VERSION = 1  # bump when a renderer changes
+GENERATOR_VERSION = 1  # bump when the shared rendering helpers change (one task's renderer: its "version" in D.TASKS)
 
 
 def split_size(data_cfg: dict, split: str) -> int:
@@ -101,7 +105,8 @@ def split_size(data_cfg: dict, split: str) -> int:
 
 def task_data(task: str, split: str, data_cfg: dict, use_cache: bool = True):
     """(images uint8 (N, 32, 32, 3), labels int64) of one task and split; cached as .npz keyed by the config hash."""
-    key = dict(v=GENERATOR_VERSION, task=task, split=split, n=split_size(data_cfg, split), seed=data_cfg["seed"])
+    key = dict(v=GENERATOR_VERSION, rv=D.task_version(task), task=task, split=split, n=split_size(data_cfg, split),
+               seed=data_cfg["seed"])
     h = config_hash(key)
     path = cache_dir() / "data" / f"{task}-{split}-{h}.npz"
     if use_cache and path.exists():
@@ -156,22 +161,36 @@ def sd_cpu(module) -> Dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", torch.float32).clone() for k, v in module.state_dict().items()}
 
 
+def attribute_loss(heads: torch.nn.ModuleList, f: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
+    """Mean over the source attributes (:data:`data.SOURCE_ATTRIBUTES`) of the cross-entropy of ``heads[k](f)``
+    (f: (B, output_dim)) against ``A[:, k]`` (B,), skipping the images where attribute k does not apply (-1) and
+    the attributes that apply to none of the batch."""
+    losses = [F.cross_entropy(h(f), A[:, k], ignore_index=-1) for k, h in enumerate(heads) if (A[:, k] >= 0).any()]
+    return torch.stack(losses).mean()
+
+
 def pretrain(cfg: dict, log=print) -> Dict[str, torch.Tensor]:
+    """θ0 from scratch on the source: cosine glyph classifier + colour regression, plus, when
+    ``pretrain.attribute_weight`` > 0 (absent from the shipped recipes), the caption-like attribute classes."""
     pc, mc = cfg["pretrain"], cfg["model"]
     _set_determinism(pc["seed"])
     t0 = time.time()
-    X, Y, T = D.make_source(pc["n_source"], pc["seed"], progress_desc="pretraining source images",
-                            easy_frac=pc.get("easy_frac", 0.0))
+    X, Y, T, A = D.make_source(pc["n_source"], pc["seed"], progress_desc="pretraining source images",
+                               easy_frac=pc.get("easy_frac", 0.0))
     log(f"source: {len(X)} images, {len(D.SOURCE_TEXT)} classes, {time.time() - t0:.0f}s")
     enc = build_encoder(mc)
     C = len(D.SOURCE_TEXT)
     cls = torch.nn.Parameter(torch.randn(C, mc["output_dim"]) * 0.02)
     colour = torch.nn.Linear(mc["output_dim"], 6)
     params = _param_groups(enc, pc["wd"]) + [dict(params=[cls] + list(colour.parameters()), weight_decay=0.0)]
+    aw = pc.get("attribute_weight", 0.0)
+    if aw:  # created after the other heads, so a recipe without attributes initialises exactly as before
+        attr = torch.nn.ModuleList(torch.nn.Linear(mc["output_dim"], len(v)) for v in D.SOURCE_ATTRIBUTE_VALUES.values())
+        params.append(dict(params=list(attr.parameters()), weight_decay=0.0))
     opt = torch.optim.AdamW(params, lr=pc["lr"], betas=(0.9, 0.98))
     rng = np.random.default_rng(pc["seed"])
     order = np.concatenate([rng.permutation(len(X)) for _ in range(pc["steps"] * pc["batch"] // len(X) + 1)])
-    Tt = torch.from_numpy(T)
+    Tt, At = torch.from_numpy(T), torch.from_numpy(A)
     enc.train()
     bar = progress(range(pc["steps"]), desc="pretrain", mininterval=5)
     run_acc = run_loss = 0.0
@@ -184,6 +203,8 @@ def pretrain(cfg: dict, log=print) -> Dict[str, torch.Tensor]:
         loss_c = F.cross_entropy(logits, y, label_smoothing=pc["label_smoothing"])
         loss_r = F.mse_loss(torch.sigmoid(colour(f)), Tt[idx])
         loss = loss_c + pc["colour_weight"] * 10 * loss_r
+        if aw:
+            loss = loss + aw * attribute_loss(attr, f, At[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(enc.parameters(), 1.0)
@@ -331,14 +352,50 @@ def _finetune_parallel(cfg, theta0, heads, stages: dict, jobs: int, use_cache: b
     return done
 
 
+def reusable_stages(root: Path, cfg: dict, tasks: Sequence[str], train_sha: Dict[str, str], threads: int,
+                    log=print) -> Dict[str, Dict[str, torch.Tensor]]:
+    """The stages of the built zoo at ``root`` (sha256-verified first) whose inputs equal this build's, as fp32 state
+    dicts: ``"pretrained"`` when the encoder, pretraining recipe, source renderer version, torch version and thread
+    count are the same; a task's fine-tune when, in addition, the build version, fine-tuning and head recipes and
+    the sha256 of that task's training data are (its head is the θ0 mean feature of that data); ``"mtl"`` when
+    that holds for every task and the MTL recipe. The zoo stores fp16 weights and a build rounds every stage
+    through fp16 before using it, so a reused stage is exactly what recomputing it would feed the later stages."""
+    m = read_manifest(root)
+    verify_zoo(root, m)
+    same = lambda *keys: all(m["config"].get(k) == cfg[k] for k in keys)  # noqa: E731
+    why = []
+    if not same("model", "pretrain"):
+        why.append("encoder or pretraining recipe differs")
+    if m.get("source_version", 1) != D.SOURCE_VERSION:  # zoos built before the field existed: version 1
+        why.append("source renderer version differs")
+    if m["build"].get("threads") != threads or m["build"].get("torch") != torch.__version__:
+        why.append(f"built with {m['build'].get('threads')} threads / torch {m['build'].get('torch')}, "
+                   f"this build: {threads} / {torch.__version__}")
+    if why:
+        log(f"reuse {root}: nothing reused ({'; '.join(why)})")
+        return {}
+    out = {"pretrained": load_state(root, m, "pretrained")}
+    if m.get("build_version", 2) == BUILD_VERSION and same("heads"):  # version 2: zoos before the field existed
+        ok = {t: m.get("data_sha256", {}).get(t, {}).get("train") == train_sha[t] and f"finetuned/{t}" in m["files"]
+              for t in tasks}
+        if same("finetune"):
+            out.update({t: load_state(root, m, f"finetuned/{t}") for t in tasks if ok[t]})
+        if same("mtl") and all(ok.values()) and list(m["tasks"]) == list(tasks):
+            out["mtl"] = load_state(root, m, "mtl")
+    log(f"reuse {root}: {', '.join(out)}; recomputing {', '.join(s for s in [*tasks, 'mtl'] if s not in out)}")
+    return out
+
+
 def build(size: str = "default", out: Optional[Path] = None, cfg: Optional[dict] = None, use_cache: bool = True,
-          threads: int = 1, jobs: int = 1, log=print) -> dict:
+          threads: int = 1, jobs: int = 1, reuse: Optional[Path] = None, log=print) -> dict:
     """Build data and zoo from scratch; write it to ``out`` (default ``data/tiny/<size>``); return the manifest.
 
     ``threads``: torch threads of this process (pretraining, evaluation; and fine-tuning when ``jobs`` is 1).
     ``jobs`` > 1 runs the nine fine-tuning stages (8 tasks + MTL) in that many worker processes of one thread each;
     their weights are then bit-identical to a serial build with ``threads=1``. The workers are spawned, so a script
-    that calls this with ``jobs`` > 1 needs the usual ``if __name__ == "__main__":`` guard."""
+    that calls this with ``jobs`` > 1 needs the usual ``if __name__ == "__main__":`` guard.
+    ``reuse``: a built zoo to take the stages from whose inputs are unchanged (:func:`reusable_stages`); it may be
+    ``out`` itself (everything is read before anything is written)."""
     cfg = copy.deepcopy(cfg or CONFIGS[size])
     out = Path(out) if out is not None else default_root(size)
     if threads < 1 or jobs < 1:
@@ -347,32 +404,42 @@ def build(size: str = "default", out: Optional[Path] = None, cfg: Optional[dict]
     tasks = list(D.TASK_NAMES)
     timings: Dict[str, float] = {}
     T0 = time.time()
-    bdir = cache_dir() / "build" / f"{size}-{config_hash([cfg['model'], cfg['pretrain'], cfg['data']])}"
+    bdir = cache_dir() / "build" / f"{size}-{config_hash([cfg['model'], cfg['pretrain'], cfg['data'], D.SOURCE_VERSION])}"
 
     t = time.time()
     for tk in progress(tasks, desc="task data"):
         for sp in ("train", "val", "test"):
             task_data(tk, sp, cfg["data"], use_cache=use_cache)
+    train_sha = {tk: sha256_array(*task_data(tk, "train", cfg["data"], use_cache=use_cache)) for tk in tasks}
     timings["data"] = time.time() - t
     log(f"data: {timings['data']:.0f}s")
+    kept = reusable_stages(Path(reuse), cfg, tasks, train_sha, threads, log) if reuse is not None else {}
+    reused = {k: str(Path(reuse) / model_files(tasks)["finetuned/" + k if k in tasks else k]) for k in kept}
 
     t = time.time()
-    theta0 = (_cached(bdir / "pretrained.pt", lambda: pretrain(cfg, log), log) if use_cache else pretrain(cfg, log))
+    if "pretrained" in kept:
+        theta0 = kept.pop("pretrained")
+    else:
+        theta0 = (_cached(bdir / "pretrained.pt", lambda: pretrain(cfg, log), log) if use_cache else pretrain(cfg, log))
     theta0 = fp16_round(theta0)  # the zoo ships fp16: every later stage and number uses exactly the shipped weights
     timings["pretrain"] = time.time() - t
 
     heads = make_heads(cfg, theta0, tasks)
-    ft_key = config_hash([BUILD_VERSION, cfg["finetune"], cfg["heads"]])
-    mtl_key = config_hash([BUILD_VERSION, cfg["mtl"], cfg["heads"]])
-    stages = {tk: (bdir / f"ft-{ft_key}-{tk}.pt", [tk], cfg["finetune"], f"finetune {tk}") for tk in tasks}
+    # a stage's key: the recipe and the sha256 of the training data it sees (θ0's recipe is in bdir)
+    ft_key = lambda tk: config_hash([BUILD_VERSION, cfg["finetune"], cfg["heads"], train_sha[tk]])  # noqa: E731
+    mtl_key = config_hash([BUILD_VERSION, cfg["mtl"], cfg["heads"], [train_sha[tk] for tk in tasks]])
+    stages = {tk: (bdir / f"ft-{ft_key(tk)}-{tk}.pt", [tk], cfg["finetune"], f"finetune {tk}") for tk in tasks}
     stages["mtl"] = (bdir / f"mtl-{mtl_key}.pt", tasks, cfg["mtl"], "finetune MTL (all tasks)")
     t = time.time()
-    done = _finetune_parallel(cfg, theta0, heads, stages, jobs, use_cache, log) if jobs > 1 else {}
+    todo = {k: v for k, v in stages.items() if k not in kept}
+    done = _finetune_parallel(cfg, theta0, heads, todo, jobs, use_cache, log) if jobs > 1 else {}
     if done:
         timings["finetune_parallel_wall"] = time.time() - t
 
     def stage(name):
         path, tks, rc, desc = stages[name]
+        if name in kept:
+            return fp16_round(kept[name]), 0.0
         if name in done:
             return fp16_round(done[name][0]), done[name][1]
         t = time.time()
@@ -393,7 +460,7 @@ def build(size: str = "default", out: Optional[Path] = None, cfg: Optional[dict]
     res = evaluate_zoo(cfg, theta0, finetuned, mtl, heads, tasks, log)
     timings["evaluate"] = time.time() - t
     timings["total"] = time.time() - T0
-    manifest = write_zoo(out, cfg, theta0, finetuned, mtl, heads, res, timings, threads, log)
+    manifest = write_zoo(out, cfg, theta0, finetuned, mtl, heads, res, timings, threads, log, reused=reused)
     return manifest
 
 
@@ -448,35 +515,46 @@ def model_files(tasks: Sequence[str]) -> Dict[str, str]:
     return files
 
 
-def write_zoo(out: Path, cfg, theta0, finetuned, mtl, heads, results, timings, threads, log=print) -> dict:
+def write_zoo(out: Path, cfg, theta0, finetuned, mtl, heads, results, timings, threads, log=print,
+              reused: Optional[dict] = None) -> dict:
     from safetensors.torch import save_file
 
     out.mkdir(parents=True, exist_ok=True)
     tasks = list(finetuned)
     files = model_files(tasks)
     half = lambda sd: {k: v.to(torch.float16).contiguous() for k, v in sd.items()}  # noqa: E731
-    save_file(half(theta0), str(out / files["pretrained"]), metadata={"model": "pretrained"})
+
+    def save(tensors, key, metadata):  # atomic: a crash never leaves a half-written zoo file
+        tmp = out / (files[key] + f".tmp{os.getpid()}")
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.replace(tmp, out / files[key])
+
+    save(half(theta0), "pretrained", {"model": "pretrained"})
     for t in tasks:
-        save_file(half(finetuned[t]), str(out / files[f"finetuned/{t}"]), metadata={"model": f"finetuned/{t}"})
-    save_file(half(mtl), str(out / files["mtl"]), metadata={"model": "mtl"})
-    save_file({t: h.prototypes.contiguous() for t, h in heads.items()}, str(out / files["heads"]),
-              metadata={"logit_scale": str(cfg["heads"]["logit_scale"])})
+        save(half(finetuned[t]), f"finetuned/{t}", {"model": f"finetuned/{t}"})
+    save(half(mtl), "mtl", {"model": "mtl"})
+    save({t: h.prototypes.contiguous() for t, h in heads.items()}, "heads",
+         {"logit_scale": str(cfg["heads"]["logit_scale"])})
     data_sha = {t: {sp: sha256_array(*task_data(t, sp, cfg["data"])) for sp in ("train", "val", "test")}
                 for t in tasks}
     manifest = dict(
         format_version=FORMAT_VERSION, benchmark=cfg["benchmark"], tasks=tasks,
         task_info={t: {k: v for k, v in info.items()} for t, info in D.task_info().items()},
-        config=cfg, generator_version=GENERATOR_VERSION,
+        config=cfg, generator_version=GENERATOR_VERSION, build_version=BUILD_VERSION,
+        source_version=D.SOURCE_VERSION, task_versions={t: D.task_version(t) for t in tasks},
         files={k: dict(path=v, sha256=sha256_file(out / v), bytes=(out / v).stat().st_size) for k, v in files.items()},
         data_sha256=data_sha,
         accuracy_note=("accuracies measured at build time, in fp32, on the weights exactly as shipped (rounded "
                        "through fp16); percent top-1 on the test split unless stated"),
         results=results,
         build=dict(seconds={k: round(v, 1) for k, v in timings.items()}, threads=threads, torch=torch.__version__,
-                   numpy=np.__version__, python=platform.python_version(), machine=platform.machine()),
+                   numpy=np.__version__, python=platform.python_version(), machine=platform.machine(),
+                   **({"reused": reused} if reused else {})),
     )
-    with open(out / "manifest.json", "w") as f:
+    tmp = out / f"manifest.json.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
         json.dump(manifest, f, indent=1, sort_keys=False)
+    os.replace(tmp, out / "manifest.json")
     log(f"wrote zoo to {out} ({sum(v['bytes'] for v in manifest['files'].values()) / 1e6:.1f} MB)")
     return manifest
 
@@ -533,6 +611,25 @@ def load_heads(root: Path, manifest: dict) -> Dict[str, PrototypeHead]:
 # command line
 # ----------------------------------------------------------------------------------------------------------------
 
+def recipe_with(size: str, changes: Sequence[str], error=None) -> dict:
+    """A copy of ``CONFIGS[size]`` with ``"SECTION.KEY=VALUE"`` changes applied (VALUE parsed as JSON)."""
+    cfg = copy.deepcopy(CONFIGS[size])
+    sections = sorted(k for k, v in cfg.items() if isinstance(v, dict))
+    for item in changes:
+        key, _, value = item.partition("=")
+        section, _, name = key.partition(".")
+        try:
+            if section not in sections or not name:
+                raise ValueError(f"expected SECTION.KEY=VALUE with SECTION one of {sections}")
+            cfg[section][name] = json.loads(value)
+        except ValueError as e:  # json.JSONDecodeError is a ValueError
+            msg = f"recipe change {item!r}: {e}"
+            if error is None:
+                raise ValueError(msg) from None
+            error(msg)
+    return cfg
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m catlib.benchmarks.tiny.zoo", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -544,13 +641,21 @@ def main(argv=None):
     b.add_argument("--jobs", type=int, default=1,
                    help="worker processes for the nine fine-tuning stages (one thread each; e.g. 2 on 2 cores)")
     b.add_argument("--no-cache", action="store_true", help="ignore and do not write the stage cache")
+    b.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="change one recipe value (VALUE in JSON) for a probe build, e.g. "
+                        "pretrain.attribute_weight=1.0; needs --out, so a shipped zoo keeps its recipe")
+    b.add_argument("--reuse", type=Path, default=None, metavar="DIR",
+                   help="take the stages whose inputs are unchanged from the built zoo in DIR (e.g. data/tiny/<size>)")
     v = sub.add_parser("verify", help="check the sha256 of every zoo file against the manifest")
     v.add_argument("--size", choices=sorted(CONFIGS), default="default")
     v.add_argument("--root", type=Path, default=None)
     args = ap.parse_args(argv)
     if args.cmd == "build":
-        m = build(args.size, args.out, use_cache=not args.no_cache, threads=args.threads,
-                  jobs=args.jobs, log=lambda s: print(s, flush=True))
+        cfg = recipe_with(args.size, args.set, error=ap.error)
+        if args.set and args.out is None:
+            ap.error("--set builds a probe with another recipe: give --out (the shipped zoo keeps its recipe)")
+        m = build(args.size, args.out, cfg=cfg, use_cache=not args.no_cache, threads=args.threads,
+                  jobs=args.jobs, reuse=args.reuse, log=lambda s: print(s, flush=True))
         print(json.dumps(m["results"]["acceptance"], indent=1))
         print(json.dumps(m["build"], indent=1))
     else:
