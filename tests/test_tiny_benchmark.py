@@ -262,6 +262,14 @@ def test_reuse_checks_recipe_and_threads(reduced_zoos, tmp_path):
     cfg["finetune"]["lr"] *= 2  # same θ0, other fine-tunes: θ0 only
     sha = {t: m0["data_sha256"][t]["train"] for t in D.TASK_NAMES}
     assert set(Z.reusable_stages(src, cfg, D.TASK_NAMES, sha, threads=1, log=lambda s: None)) == {"pretrained", "mtl"}
+    two = tmp_path / "two-threads"  # a zoo whose fine-tunes ran with 2 threads (threads=2, jobs=1)
+    shutil.copytree(src, two)
+    m2 = json.loads((two / "manifest.json").read_text())
+    m2["build"].update(threads=2, jobs=1)
+    (two / "manifest.json").write_text(json.dumps(m2))
+    quiet = dict(cfg=reduced_zoo_config(), tasks=D.TASK_NAMES, train_sha=sha, threads=2, log=lambda s: None)
+    assert len(Z.reusable_stages(two, jobs=1, **quiet)) == 10
+    assert set(Z.reusable_stages(two, jobs=2, **quiet)) == {"pretrained"}  # 1-thread workers would differ
     bad = tmp_path / "bad"
     shutil.copytree(src, bad)
     (bad / m0["files"]["mtl"]["path"]).write_bytes(b"x")

@@ -353,13 +353,15 @@ def _finetune_parallel(cfg, theta0, heads, stages: dict, jobs: int, use_cache: b
 
 
 def reusable_stages(root: Path, cfg: dict, tasks: Sequence[str], train_sha: Dict[str, str], threads: int,
-                    log=print) -> Dict[str, Dict[str, torch.Tensor]]:
+                    jobs: int = 1, log=print) -> Dict[str, Dict[str, torch.Tensor]]:
     """The stages of the built zoo at ``root`` (sha256-verified first) whose inputs equal this build's, as fp32 state
     dicts: ``"pretrained"`` when the encoder, pretraining recipe, source renderer version, torch version and thread
     count are the same; a task's fine-tune when, in addition, the build version, fine-tuning and head recipes and
-    the sha256 of that task's training data are (its head is the θ0 mean feature of that data); ``"mtl"`` when
-    that holds for every task and the MTL recipe. The zoo stores fp16 weights and a build rounds every stage
-    through fp16 before using it, so a reused stage is exactly what recomputing it would feed the later stages."""
+    the sha256 of that task's training data are (its head is the θ0 mean feature of that data), and the fine-tunes
+    ran with as many threads (1 in ``jobs`` > 1 workers, else ``threads``; checked where the zoo records ``jobs``);
+    ``"mtl"`` when that holds for every task and the MTL recipe. The zoo stores fp16 weights and a build rounds
+    every stage through fp16 before using it, so a reused stage is exactly what recomputing it would feed the later
+    stages."""
     m = read_manifest(root)
     verify_zoo(root, m)
     same = lambda *keys: all(m["config"].get(k) == cfg[k] for k in keys)  # noqa: E731
@@ -375,7 +377,10 @@ def reusable_stages(root: Path, cfg: dict, tasks: Sequence[str], train_sha: Dict
         log(f"reuse {root}: nothing reused ({'; '.join(why)})")
         return {}
     out = {"pretrained": load_state(root, m, "pretrained")}
-    if m.get("build_version", 2) == BUILD_VERSION and same("heads"):  # version 2: zoos before the field existed
+    ft_threads = lambda th, jb: 1 if jb > 1 else th  # noqa: E731  threads of one fine-tuning stage
+    src_jobs = m["build"].get("jobs")  # not recorded before 2026-12-01 (default: 1-thread fine-tunes, large: --jobs 2)
+    same_ft = src_jobs is None or ft_threads(m["build"]["threads"], src_jobs) == ft_threads(threads, jobs)
+    if m.get("build_version", 2) == BUILD_VERSION and same("heads") and same_ft:  # version 2: before the field
         ok = {t: m.get("data_sha256", {}).get(t, {}).get("train") == train_sha[t] and f"finetuned/{t}" in m["files"]
               for t in tasks}
         if same("finetune"):
@@ -413,7 +418,7 @@ def build(size: str = "default", out: Optional[Path] = None, cfg: Optional[dict]
     train_sha = {tk: sha256_array(*task_data(tk, "train", cfg["data"], use_cache=use_cache)) for tk in tasks}
     timings["data"] = time.time() - t
     log(f"data: {timings['data']:.0f}s")
-    kept = reusable_stages(Path(reuse), cfg, tasks, train_sha, threads, log) if reuse is not None else {}
+    kept = reusable_stages(Path(reuse), cfg, tasks, train_sha, threads, jobs, log) if reuse is not None else {}
     reused = {k: str(Path(reuse) / model_files(tasks)["finetuned/" + k if k in tasks else k]) for k in kept}
 
     t = time.time()
@@ -460,7 +465,8 @@ def build(size: str = "default", out: Optional[Path] = None, cfg: Optional[dict]
     res = evaluate_zoo(cfg, theta0, finetuned, mtl, heads, tasks, log)
     timings["evaluate"] = time.time() - t
     timings["total"] = time.time() - T0
-    manifest = write_zoo(out, cfg, theta0, finetuned, mtl, heads, res, timings, threads, log, reused=reused)
+    manifest = write_zoo(out, cfg, theta0, finetuned, mtl, heads, res, timings, threads, log, reused=reused,
+                         jobs=jobs)
     return manifest
 
 
@@ -516,7 +522,7 @@ def model_files(tasks: Sequence[str]) -> Dict[str, str]:
 
 
 def write_zoo(out: Path, cfg, theta0, finetuned, mtl, heads, results, timings, threads, log=print,
-              reused: Optional[dict] = None) -> dict:
+              reused: Optional[dict] = None, jobs: int = 1) -> dict:
     from safetensors.torch import save_file
 
     out.mkdir(parents=True, exist_ok=True)
@@ -547,7 +553,8 @@ def write_zoo(out: Path, cfg, theta0, finetuned, mtl, heads, results, timings, t
         accuracy_note=("accuracies measured at build time, in fp32, on the weights exactly as shipped (rounded "
                        "through fp16); percent top-1 on the test split unless stated"),
         results=results,
-        build=dict(seconds={k: round(v, 1) for k, v in timings.items()}, threads=threads, torch=torch.__version__,
+        build=dict(seconds={k: round(v, 1) for k, v in timings.items()}, threads=threads, jobs=jobs,
+                   torch=torch.__version__,
                    numpy=np.__version__, python=platform.python_version(), machine=platform.machine(),
                    **({"reused": reused} if reused else {})),
     )
