@@ -277,6 +277,47 @@ def test_reuse_checks_recipe_and_threads(reduced_zoos, tmp_path):
         Z.reusable_stages(bad, reduced_zoo_config(), D.TASK_NAMES, sha, threads=1)
 
 
+def test_head_exemplars_few_shot():
+    """heads.shots: each class prototype from that many training images, drawn per task from a seed; absent: all."""
+    Y = np.arange(40) % 4
+    every = Z.head_exemplars(Y, 4, None, 0, "signs")
+    assert [list(i) for i in every] == [list(range(c, 40, 4)) for c in range(4)]
+    few = Z.head_exemplars(Y, 4, 3, 0, "signs")
+    assert all(len(i) == 3 and (Y[i] == c).all() and len(set(i)) == 3 for c, i in enumerate(few))
+    assert [list(i) for i in few] == [list(i) for i in Z.head_exemplars(Y, 4, 3, 0, "signs")]  # deterministic
+    assert [list(i) for i in few] != [list(i) for i in Z.head_exemplars(Y, 4, 3, 1, "signs")]  # seeded
+    assert [list(i) for i in few] != [list(i) for i in Z.head_exemplars(Y, 4, 3, 0, "scenes")]  # per task
+    for bad in (11, 0):
+        with pytest.raises(ValueError, match=f"heads.shots={bad}"):
+            Z.head_exemplars(Y, 4, bad, 0, "signs")
+
+
+def test_stage_cache_keys_hold_the_thread_count(cache, tmp_path):
+    """Stages cached by a 1-thread build are not taken by a 2-thread build (its float sums differ); a later
+    1-thread build takes all of them, and an unreadable cache file is recomputed."""
+    cfg = reduced_zoo_config()
+    cfg["finetune"]["seed"] += 7  # stage keys no other test writes to the shared cache
+    logs = {}
+    try:
+        for name, threads in (("one", 1), ("two", 2), ("again", 1)):
+            logs[name] = []
+            Z.build("default", out=tmp_path / name, cfg=cfg, threads=threads, log=logs[name].append)
+    finally:
+        torch.set_num_threads(1)  # the tests' setting (conftest)
+    reusing = lambda name: [s for s in logs[name] if s.startswith("reusing ")]  # noqa: E731
+    assert not [s for s in reusing("two") if "-t1" in s or "ft-" in s or "mtl-" in s], reusing("two")
+    assert sum("ft-" in s or "mtl-" in s for s in reusing("again")) == len(D.TASK_NAMES) + 1
+    one, again = (json.loads((tmp_path / n / "manifest.json").read_text()) for n in ("one", "again"))
+    assert {k: v["sha256"] for k, v in one["files"].items()} == {k: v["sha256"] for k, v in again["files"].items()}
+    stage = next(s.split()[-1] for s in reusing("again") if "ft-" in s)
+    with open(stage, "r+b") as f:
+        f.truncate(100)
+    log = []
+    m = Z.build("default", out=tmp_path / "repaired", cfg=cfg, threads=1, log=log.append)
+    assert any("unreadable: recomputing" in s for s in log), log
+    assert {k: v["sha256"] for k, v in m["files"].items()} == {k: v["sha256"] for k, v in one["files"].items()}
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # caption-like source attributes (the opt-in pretraining recipe pretrain.attribute_weight)
 # ---------------------------------------------------------------------------------------------------------------

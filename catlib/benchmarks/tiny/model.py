@@ -31,7 +31,8 @@ def build_encoder(model_cfg: Dict) -> nn.Module:
 class PrototypeHead(nn.Module):
     """Frozen zero-shot-style head: ``logit_scale * normalize(features) @ normalize(prototypes).T``.
 
-    The prototypes are the normalised mean θ0 feature of each class (the role CLIP's class-name text embeddings play)
+    The prototypes ``(classes, output_dim)`` are the normalised mean θ0 feature of a few training images of each
+    class (``zoo.make_heads``; the role CLIP's class-name text embeddings play: one imperfect description per class)
     and are fixed before any fine-tuning; every model of the benchmark shares them.
     """
 

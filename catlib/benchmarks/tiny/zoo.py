@@ -7,9 +7,9 @@ Build from scratch (data, pretraining, 8 fine-tunes, joint MTL fine-tune, TA/WA 
     python -m catlib.benchmarks.tiny.zoo verify --size default
 
 Every stage is seeded; stage results are cached under the build cache (``$CATLIB_CACHE`` or ``~/.cache/catlib``)
-keyed by a hash of the stage's inputs (recipe, renderer versions, and for a fine-tune the sha256 of its task's
-training data), so re-running after changing one task's renderer re-runs only that task's fine-tune and the MTL
-stage. ``--reuse DIR`` also takes those stages from an already built zoo (e.g. the shipped one) whose recorded
+keyed by a hash of the stage's inputs (recipe, renderer versions, the torch thread count it ran with, and for a
+fine-tune the sha256 of its task's training data), so re-running after changing one task's renderer re-runs only
+that task's fine-tune and the MTL stage; an unreadable cache file is recomputed. ``--reuse DIR`` also takes those stages from an already built zoo (e.g. the shipped one) whose recorded
 inputs are identical: a rebuild after a one-task change then costs minutes, and gives the same files as a
 from-scratch build with the same ``--threads`` (the manifest's ``build.reused`` names what was taken).
 The zoo on disk: one fp16 safetensors file per model, ``heads.safetensors`` (fp32 prototypes) and
@@ -49,7 +49,7 @@ CONFIGS: Dict[str, dict] = {
         model=dict(image_size=32, patch_size=8, width=192, layers=5, heads=6, mlp_ratio=4.0, output_dim=128),
         pretrain=dict(n_source=80000, easy_frac=0.4, steps=4000, batch=128, lr=7e-4, wd=0.05, warmup=100,
                       label_smoothing=0.1, cls_scale=16.0, colour_weight=1.0, seed=1),
-        heads=dict(logit_scale=30.0),
+        heads=dict(logit_scale=30.0, shots=8),  # 8 exemplars per class: θ0 at CLIP ViT-B/32's zero-shot level
         finetune=dict(steps=300, batch=64, lr=3e-4, wd=0.0, warmup=30, seed=2),
         mtl=dict(steps=1000, batch_per_task=12, lr=3e-4, wd=0.0, warmup=50, seed=3, fused_batch=True),
         merge=dict(alphas=ALPHAS),
@@ -225,15 +225,32 @@ def features(enc, X: np.ndarray, batch: int = 500) -> torch.Tensor:
     return torch.cat([enc(to_tensor(X[i:i + batch])) for i in range(0, len(X), batch)])
 
 
+def head_exemplars(Y: np.ndarray, n_classes: int, shots: Optional[int], seed: int, task: str) -> list:
+    """Indices into the training split behind each class prototype: all of the class's images, or ``shots`` of
+    them drawn without replacement (seeded per task), the analogue of a single imperfect text prompt per class."""
+    idx = [np.flatnonzero(Y == c) for c in range(n_classes)]
+    if shots is None:
+        return idx
+    if shots < 1 or min(len(i) for i in idx) < shots:
+        raise ValueError(f"heads.shots={shots}: task {task!r} has {min(len(i) for i in idx)} images in its "
+                         f"smallest class")
+    rng = np.random.default_rng([seed, D.TASK_NAMES.index(task)])
+    return [np.sort(rng.choice(i, shots, replace=False)) for i in idx]
+
+
 @torch.no_grad()
 def make_heads(cfg: dict, theta0, tasks: Sequence[str]) -> Dict[str, PrototypeHead]:
+    """One frozen :class:`PrototypeHead` per task: the normalised mean θ0 feature of each class over the images of
+    :func:`head_exemplars` (``cfg["heads"]``: ``logit_scale``; optional ``shots`` and ``seed``, absent: all)."""
     enc = build_encoder(cfg["model"]); enc.load_state_dict(theta0)
+    hc = cfg["heads"]
     heads = {}
     for t in tasks:
         X, Y = task_data(t, "train", cfg["data"])
         f = F.normalize(features(enc, X), dim=-1)
         C = len(D.TASKS[t]["classes"])
-        protos = torch.stack([f[torch.from_numpy(Y == c)].mean(0) for c in range(C)])
+        protos = torch.stack([f[torch.from_numpy(i)].mean(0)
+                              for i in head_exemplars(Y, C, hc.get("shots"), hc.get("seed", 0), t)])
         heads[t] = PrototypeHead(protos, cfg["heads"]["logit_scale"])
     return heads
 
@@ -308,12 +325,27 @@ def _save_atomic(obj, path: Path) -> None:
     os.replace(path.with_suffix(".tmp"), path)
 
 
+def _load_cached(path: Path, log=print) -> Optional[Dict[str, torch.Tensor]]:
+    """The state dict stored at ``path`` by a former stage, or None when there is none or it does not load as one
+    (a truncated or foreign file is recomputed, never trusted)."""
+    if not path.exists():
+        return None
+    try:
+        out = torch.load(path, weights_only=True)
+        if isinstance(out, dict) and out and all(isinstance(v, torch.Tensor) for v in out.values()):
+            log(f"reusing {path}")
+            return out
+    except Exception:
+        pass
+    log(f"stage cache {path} is unreadable: recomputing it")
+    return None
+
+
 def _cached(path: Path, fn, log=print):
-    if path.exists():
-        log(f"reusing {path}")
-        return torch.load(path, weights_only=True)
-    out = fn()
-    _save_atomic(out, path)
+    out = _load_cached(path, log)
+    if out is None:
+        out = fn()
+        _save_atomic(out, path)
     return out
 
 
@@ -329,13 +361,18 @@ def _finetune_job(cfg, theta0, heads, tasks, rc, desc):
 def _finetune_parallel(cfg, theta0, heads, stages: dict, jobs: int, use_cache: bool, log=print) -> dict:
     """Run the stages ``{name: (cache path, tasks, recipe, description)}`` not yet in the stage cache in ``jobs``
     worker processes (spawned; one torch thread each, so every stage computes exactly what the serial build
-    with one thread computes) and write them to the cache. Returns ``{name: (state dict, seconds)}``."""
+    with one thread computes) and write them to the cache. Returns ``{name: (state dict, seconds)}`` for every
+    stage, seconds 0 for the ones taken from the cache."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    todo = {k: v for k, v in stages.items() if not (use_cache and v[0].exists())}
-    todo = dict(sorted(todo.items(), key=lambda kv: -kv[1][2]["steps"]))  # longest first (MTL): shortest wall time
     done = {}
+    for k, v in stages.items():
+        sd = _load_cached(v[0], log) if use_cache else None
+        if sd is not None:
+            done[k] = (sd, 0.0)
+    todo = {k: v for k, v in stages.items() if k not in done}
+    todo = dict(sorted(todo.items(), key=lambda kv: -kv[1][2]["steps"]))  # longest first (MTL): shortest wall time
     if not todo:
         return done
     log(f"fine-tuning {len(todo)} stages in {jobs} processes: {', '.join(todo)}")
@@ -352,12 +389,17 @@ def _finetune_parallel(cfg, theta0, heads, stages: dict, jobs: int, use_cache: b
     return done
 
 
+def stage_threads(threads: int, jobs: int) -> int:
+    """Torch threads of one fine-tuning stage: 1 in each of ``jobs`` > 1 worker processes, else ``threads``."""
+    return 1 if jobs > 1 else threads
+
+
 def reusable_stages(root: Path, cfg: dict, tasks: Sequence[str], train_sha: Dict[str, str], threads: int,
                     jobs: int = 1, log=print) -> Dict[str, Dict[str, torch.Tensor]]:
     """The stages of the built zoo at ``root`` (sha256-verified first) whose inputs equal this build's, as fp32 state
     dicts: ``"pretrained"`` when the encoder, pretraining recipe, source renderer version, torch version and thread
     count are the same; a task's fine-tune when, in addition, the build version, fine-tuning and head recipes and
-    the sha256 of that task's training data are (its head is the θ0 mean feature of that data), and the fine-tunes
+    the sha256 of that task's training data are (its head is made from θ0 features of that data), and the fine-tunes
     ran with as many threads (1 in ``jobs`` > 1 workers, else ``threads``; checked where the zoo records ``jobs``);
     ``"mtl"`` when that holds for every task and the MTL recipe. The zoo stores fp16 weights and a build rounds
     every stage through fp16 before using it, so a reused stage is exactly what recomputing it would feed the later
@@ -377,9 +419,8 @@ def reusable_stages(root: Path, cfg: dict, tasks: Sequence[str], train_sha: Dict
         log(f"reuse {root}: nothing reused ({'; '.join(why)})")
         return {}
     out = {"pretrained": load_state(root, m, "pretrained")}
-    ft_threads = lambda th, jb: 1 if jb > 1 else th  # noqa: E731  threads of one fine-tuning stage
     src_jobs = m["build"].get("jobs")  # not recorded before 2026-12-01 (default: 1-thread fine-tunes, large: --jobs 2)
-    same_ft = src_jobs is None or ft_threads(m["build"]["threads"], src_jobs) == ft_threads(threads, jobs)
+    same_ft = src_jobs is None or stage_threads(m["build"]["threads"], src_jobs) == stage_threads(threads, jobs)
     if m.get("build_version", 2) == BUILD_VERSION and same("heads") and same_ft:  # version 2: before the field
         ok = {t: m.get("data_sha256", {}).get(t, {}).get("train") == train_sha[t] and f"finetuned/{t}" in m["files"]
               for t in tasks}
@@ -409,13 +450,15 @@ def build(size: str = "default", out: Optional[Path] = None, cfg: Optional[dict]
     tasks = list(D.TASK_NAMES)
     timings: Dict[str, float] = {}
     T0 = time.time()
-    bdir = cache_dir() / "build" / f"{size}-{config_hash([cfg['model'], cfg['pretrain'], cfg['data'], D.SOURCE_VERSION])}"
+    # stage cache keys hold the thread count a stage ran with: float reductions differ between thread counts
+    ft_threads = stage_threads(threads, jobs)
+    recipe = config_hash([cfg['model'], cfg['pretrain'], cfg['data'], D.SOURCE_VERSION])
+    bdir = cache_dir() / "build" / f"{size}-{recipe}-t{threads}"
 
     t = time.time()
-    for tk in progress(tasks, desc="task data"):
-        for sp in ("train", "val", "test"):
-            task_data(tk, sp, cfg["data"], use_cache=use_cache)
-    train_sha = {tk: sha256_array(*task_data(tk, "train", cfg["data"], use_cache=use_cache)) for tk in tasks}
+    data_sha = {tk: {sp: sha256_array(*task_data(tk, sp, cfg["data"], use_cache=use_cache))
+                     for sp in ("train", "val", "test")} for tk in progress(tasks, desc="task data")}
+    train_sha = {tk: data_sha[tk]["train"] for tk in tasks}
     timings["data"] = time.time() - t
     log(f"data: {timings['data']:.0f}s")
     kept = reusable_stages(Path(reuse), cfg, tasks, train_sha, threads, jobs, log) if reuse is not None else {}
@@ -433,12 +476,13 @@ def build(size: str = "default", out: Optional[Path] = None, cfg: Optional[dict]
     # a stage's key: the recipe and the sha256 of the training data it sees (θ0's recipe is in bdir)
     ft_key = lambda tk: config_hash([BUILD_VERSION, cfg["finetune"], cfg["heads"], train_sha[tk]])  # noqa: E731
     mtl_key = config_hash([BUILD_VERSION, cfg["mtl"], cfg["heads"], [train_sha[tk] for tk in tasks]])
-    stages = {tk: (bdir / f"ft-{ft_key(tk)}-{tk}.pt", [tk], cfg["finetune"], f"finetune {tk}") for tk in tasks}
-    stages["mtl"] = (bdir / f"mtl-{mtl_key}.pt", tasks, cfg["mtl"], "finetune MTL (all tasks)")
+    stages = {tk: (bdir / f"ft-{ft_key(tk)}-t{ft_threads}-{tk}.pt", [tk], cfg["finetune"], f"finetune {tk}")
+              for tk in tasks}
+    stages["mtl"] = (bdir / f"mtl-{mtl_key}-t{ft_threads}.pt", tasks, cfg["mtl"], "finetune MTL (all tasks)")
     t = time.time()
     todo = {k: v for k, v in stages.items() if k not in kept}
     done = _finetune_parallel(cfg, theta0, heads, todo, jobs, use_cache, log) if jobs > 1 else {}
-    if done:
+    if any(secs for _, secs in done.values()):
         timings["finetune_parallel_wall"] = time.time() - t
 
     def stage(name):
@@ -465,8 +509,8 @@ def build(size: str = "default", out: Optional[Path] = None, cfg: Optional[dict]
     res = evaluate_zoo(cfg, theta0, finetuned, mtl, heads, tasks, log)
     timings["evaluate"] = time.time() - t
     timings["total"] = time.time() - T0
-    manifest = write_zoo(out, cfg, theta0, finetuned, mtl, heads, res, timings, threads, log, reused=reused,
-                         jobs=jobs)
+    manifest = write_zoo(out, cfg, theta0, finetuned, mtl, heads, res, timings, threads, data_sha, log,
+                         reused=reused, jobs=jobs)
     return manifest
 
 
@@ -521,8 +565,10 @@ def model_files(tasks: Sequence[str]) -> Dict[str, str]:
     return files
 
 
-def write_zoo(out: Path, cfg, theta0, finetuned, mtl, heads, results, timings, threads, log=print,
+def write_zoo(out: Path, cfg, theta0, finetuned, mtl, heads, results, timings, threads, data_sha, log=print,
               reused: Optional[dict] = None, jobs: int = 1) -> dict:
+    """Write the zoo's files (fp16 models, fp32 heads) and then its manifest, each atomically; ``data_sha``: task ->
+    split -> sha256 of that split's (images, labels)."""
     from safetensors.torch import save_file
 
     out.mkdir(parents=True, exist_ok=True)
@@ -541,8 +587,6 @@ def write_zoo(out: Path, cfg, theta0, finetuned, mtl, heads, results, timings, t
     save(half(mtl), "mtl", {"model": "mtl"})
     save({t: h.prototypes.contiguous() for t, h in heads.items()}, "heads",
          {"logit_scale": str(cfg["heads"]["logit_scale"])})
-    data_sha = {t: {sp: sha256_array(*task_data(t, sp, cfg["data"])) for sp in ("train", "val", "test")}
-                for t in tasks}
     manifest = dict(
         format_version=FORMAT_VERSION, benchmark=cfg["benchmark"], tasks=tasks,
         task_info={t: {k: v for k, v in info.items()} for t, info in D.task_info().items()},
