@@ -154,15 +154,19 @@ def bench_fingerprint(bench: Benchmark) -> str:
 _CODE_FP: Optional[str] = None
 
 
+_REPORT_LAYER = ("report.py", "interference.py")  # modules that only compose cached runs
+
+
 def code_fingerprint() -> str:
-    """sha256 over the catlib sources that compute merges and accuracies: ``catlib/*.py`` (report.py excluded: it
-    only formats), ``catlib/merge/``, and the benchmark interface and real loaders. The tiny benchmark's own code
-    is left out: its identity is the zoo manifest (sha256 of every weight file and of the generated data)."""
+    """sha256 over the catlib sources that compute merges and accuracies: ``catlib/*.py`` (report.py and
+    interference.py excluded: they only compose and format cached runs, whose keys say what was computed),
+    ``catlib/merge/``, and the benchmark interface and real loaders. The tiny benchmark's own code is left out: its
+    identity is the zoo manifest (sha256 of every weight file and of the generated data)."""
     global _CODE_FP
     if _CODE_FP is None:
         h = hashlib.sha256()
         root = Path(__file__).resolve().parent
-        files = [p for p in root.glob("*.py") if p.name != "report.py"] + list((root / "merge").rglob("*.py"))
+        files = [p for p in root.glob("*.py") if p.name not in _REPORT_LAYER] + list((root / "merge").rglob("*.py"))
         files += [root / "benchmarks" / "base.py", root / "benchmarks" / "openclip.py"]
         for p in sorted(f for f in files if f.exists()):
             h.update(str(p.relative_to(root)).encode())

@@ -131,3 +131,25 @@ def test_paper_tables_load():
     bad = R.printed_average_check(t2)
     assert list(bad.index) == ["Traditional MTL"] and bad.iloc[0]["mean of the columns"] == pytest.approx(93.09)
     assert R.drop_std({"a": 90.0, "b": 80.0}, {"a": 80.0, "b": 80.0}) == pytest.approx(5.0)
+
+
+def test_interference_matrices_match_direct_evaluation(bench, tmp_path):
+    from catlib.interference import leave_one_out, transfer_matrix
+    cache = R.ResultCache(tmp_path / "c")
+    tasks, alpha = list(bench.tasks[:3]), 1.0
+    T = transfer_matrix(bench, alpha, tasks=tasks, cache=cache)
+    L = leave_one_out(bench, alpha, tasks=tasks, cache=cache)
+    ta = lambda ks: catlib.evaluate(bench, catlib.merge(  # noqa: E731
+        "task_arithmetic", bench.pretrained, [bench.finetuned[k] for k in ks], alpha=alpha), "val", tasks)
+    base, full = catlib.evaluate(bench, bench.pretrained, "val", tasks), ta(tasks)
+    assert list(T.index) == list(T.columns) == list(L.index) == list(L.columns) == tasks
+    for j in tasks:
+        alone, without = ta([j]), ta([t for t in tasks if t != j])
+        assert T[j].to_dict() == pytest.approx({i: alone[i] - base[i] for i in tasks}), j
+        assert L[j].to_dict() == pytest.approx({i: without[i] - full[i] for i in tasks}), j
+    assert (T.abs().values.sum() > 0) and (L.abs().values.sum() > 0)  # the reduced experts do move accuracies
+    for bad in (0.0, -0.5):
+        with pytest.raises(ValueError, match="alpha must be > 0"):
+            transfer_matrix(bench, bad, tasks=tasks, cache=cache)
+    with pytest.raises(ValueError, match="at least 2 tasks"):
+        leave_one_out(bench, alpha, tasks=tasks[:1], cache=cache)
