@@ -38,7 +38,7 @@ def transfer_matrix(bench: Benchmark, alpha: float, split: str = "val", tasks: O
     :class:`catlib.report.ResultCache` (default: the book's)."""
     from . import report as R
     alpha, tasks = _check_alpha(alpha), list(tasks or bench.tasks)
-    base = R.run_state(bench, "pretrained", lambda: bench.pretrained, {}, tasks=tasks, split=split, cache=cache)
+    base = R.pretrained_row(bench, split, tasks, cache)
     rows = {}
     for j in tasks:
         acc = R.run(bench, "task_arithmetic", {"alpha": alpha}, tasks=[j], eval_tasks=tasks, split=split, cache=cache)

@@ -347,12 +347,18 @@ def run_state(bench: Benchmark, label: str, state_fn: Callable[[], Mapping[str, 
     return cache.cached("state", full, lambda: evaluate(bench, state_fn(), split, tasks), _acc_check(tasks))
 
 
+def pretrained_row(bench: Benchmark, split: str = "test", tasks: Optional[Sequence[str]] = None,
+                   cache: Optional[ResultCache] = None) -> Dict[str, float]:
+    """Per-task accuracy (%) of θ0, cached (the entry :func:`references` shares)."""
+    return run_state(bench, "pretrained", lambda: bench.pretrained, {}, list(tasks or bench.tasks), split, cache)
+
+
 def references(bench: Benchmark, split: str = "test", tasks: Optional[Sequence[str]] = None,
                cache: Optional[ResultCache] = None) -> Dict[str, Dict[str, float]]:
     """Pretrained, Individual (each task's expert on its own task) and Traditional MTL (when the benchmark has one),
     as :func:`catlib.experiment.reference_rows`, cached."""
     tasks = list(tasks or bench.tasks)
-    rows = {"pretrained": run_state(bench, "pretrained", lambda: bench.pretrained, {}, tasks, split, cache)}
+    rows = {"pretrained": pretrained_row(bench, split, tasks, cache)}
     rows["individual"] = {t: run_state(bench, f"individual/{t}", lambda t=t: bench.finetuned[t], {}, [t], split,
                                        cache)[t] for t in tasks}
     if bench.mtl is not None:

@@ -9,8 +9,8 @@ Build from scratch (data, pretraining, 8 fine-tunes, joint MTL fine-tune, TA/WA 
 Every stage is seeded; stage results are cached under the build cache (``$CATLIB_CACHE`` or ``~/.cache/catlib``)
 keyed by a hash of the stage's inputs (recipe, renderer versions, the torch thread count it ran with, and for a
 fine-tune the sha256 of its task's training data), so re-running after changing one task's renderer re-runs only
-that task's fine-tune and the MTL stage; an unreadable cache file is recomputed. ``--reuse DIR`` also takes those stages from an already built zoo (e.g. the shipped one) whose recorded
-inputs are identical: a rebuild after a one-task change then costs minutes, and gives the same files as a
+that task's fine-tune and the MTL stage; an unreadable cache file is recomputed. ``--reuse DIR`` also takes those
+stages from an already built zoo (e.g. the shipped one) whose recorded inputs are identical: a rebuild after a one-task change then costs minutes, and gives the same files as a
 from-scratch build with the same ``--threads`` (the manifest's ``build.reused`` names what was taken).
 The zoo on disk: one fp16 safetensors file per model, ``heads.safetensors`` (fp32 prototypes) and
 ``manifest.json`` (configs, sha256 of each file, sha256 of the generated data, accuracies).
@@ -231,9 +231,9 @@ def head_exemplars(Y: np.ndarray, n_classes: int, shots: Optional[int], seed: in
     idx = [np.flatnonzero(Y == c) for c in range(n_classes)]
     if shots is None:
         return idx
-    if shots < 1 or min(len(i) for i in idx) < shots:
-        raise ValueError(f"heads.shots={shots}: task {task!r} has {min(len(i) for i in idx)} images in its "
-                         f"smallest class")
+    smallest = min(len(i) for i in idx)
+    if shots < 1 or smallest < shots:
+        raise ValueError(f"heads.shots={shots}: task {task!r} has {smallest} images in its smallest class")
     rng = np.random.default_rng([seed, D.TASK_NAMES.index(task)])
     return [np.sort(rng.choice(i, shots, replace=False)) for i in idx]
 
@@ -251,7 +251,7 @@ def make_heads(cfg: dict, theta0, tasks: Sequence[str]) -> Dict[str, PrototypeHe
         C = len(D.TASKS[t]["classes"])
         protos = torch.stack([f[torch.from_numpy(i)].mean(0)
                               for i in head_exemplars(Y, C, hc.get("shots"), hc.get("seed", 0), t)])
-        heads[t] = PrototypeHead(protos, cfg["heads"]["logit_scale"])
+        heads[t] = PrototypeHead(protos, hc["logit_scale"])
     return heads
 
 
