@@ -6,10 +6,14 @@ any output changed (or a cell fails).
     .venv/bin/python scripts/nbval.py notebooks/03_exemplars.ipynb
     .venv/bin/python scripts/nbval.py --fresh          # recompute every merge/evaluation (ignore .cache/report)
 
-* Outputs are compared as text/HTML (`pytest --nbval`, strict), after the substitutions in
+* Outputs are compared as text/HTML (`pytest --nbval`), after the substitutions in
   notebooks/nbval_sanitize.cfg (memory addresses, progress-bar rates, timings, absolute paths). Numbers are rounded
   where the notebooks display them, so a changed result changes the text and fails. Cells that print timings or
   machine facts are tagged `nbval-ignore-output`.
+* One exception (scripts/plugins/nbval_tolerance.py): a displayed number may differ by up to 2 units of its last digit
+  (51.2 against 51.3), with every other character equal. Another CPU type rounds floats differently, which flips a
+  test prediction or two (measured on an AMD EPYC against the notebooks' machine: 7 cells of 3 notebooks, by 0.1-0.2
+  points). Such matches are listed at the end of the run; `--strict` compares exactly.
 * Merge/evaluation results come from catlib.report's disk cache (.cache/report/, keyed by the benchmark's manifest
   and a hash of catlib's sources, so any code change recomputes them); `--fresh` uses an empty cache instead (the
   whole book's computation, about as long as `bash scripts/book.sh --force all`).
@@ -37,6 +41,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("notebooks", nargs="*", type=Path)
     ap.add_argument("--fresh", action="store_true", help="empty merge/evaluation cache (recompute everything)")
+    ap.add_argument("--strict", action="store_true",
+                    help="compare outputs exactly (default: a shown number may differ by 2 units of its last digit)")
     ap.add_argument("--cell-timeout", type=int, default=3600, help="seconds per cell (default 3600)")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                     help="pytest processes side by side, one per tiny zoo (default: 2, or 1 on one core)")
@@ -49,7 +55,9 @@ def main(argv=None) -> int:
         return 0
     env = dict(os.environ)
     env.pop("MPLBACKEND", None)
-    env.update(CATLIB_PROGRESS="0", HF_HUB_OFFLINE="1", PYDEVD_DISABLE_FILE_VALIDATION="1")
+    env.update(CATLIB_PROGRESS="0", HF_HUB_OFFLINE="1", PYDEVD_DISABLE_FILE_VALIDATION="1",
+               CATLIB_NBVAL_UNITS="0" if args.strict else env.get("CATLIB_NBVAL_UNITS", "2"),
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "scripts" / "plugins"), env.get("PYTHONPATH")])))
     with tempfile.TemporaryDirectory(prefix="catlib-nbval-") as tmp:
         results = Path(tmp) / "results"
         results.mkdir()
@@ -60,7 +68,8 @@ def main(argv=None) -> int:
             env["CATLIB_REPORT_CACHE"] = str(Path(tmp) / "cache")
         base = [sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env",
                 "--nbval-sanitize-with", str(NB_DIR / "nbval_sanitize.cfg"),
-                "--nbval-cell-timeout", str(args.cell_timeout), "-p", "no:cacheprovider", "-q",
+                "--nbval-cell-timeout", str(args.cell_timeout), "-p", "no:cacheprovider", "-p", "nbval_tolerance",
+                "-q",
                 "--rootdir", str(REPO), *[a for a in args.pytest_args if a != "--"]]
         groups = phases(notebooks)
         print(f"[nbval] {len(notebooks)} notebook(s){' with an empty result cache' if args.fresh else ''}, "
