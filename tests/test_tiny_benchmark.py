@@ -360,6 +360,54 @@ def test_attribute_pretraining_is_opt_in(cache):
     assert torch.isfinite(loss) and loss > 0
 
 
+def test_glyph_family_labels(cache):
+    """pretrain.labels="glyph_family": the same images, each labelled with its glyph and the typeface it is drawn in."""
+    names = D.source_classes("glyph_family")
+    assert D.source_classes("glyph") == D.SOURCE_TEXT and len(set(names)) == len(names) == 418
+    assert D.font_family("DejaVuSans-BoldOblique.ttf") == "DejaVuSans" == D.font_family("DejaVuSans.ttf")
+    assert {D.font_family(f) for f in D.FONT_FILES} == {"DejaVuSans", "DejaVuSerif", "DejaVuSansMono", "STIXGeneral"}
+    X, y, T, A = D.make_source(300, seed=5, easy_frac=0.3)
+    X2, y2, T2, A2 = D.make_source(300, seed=5, easy_frac=0.3, labels="glyph_family")
+    assert np.array_equal(X, X2) and np.array_equal(T, T2) and np.array_equal(A, A2)
+    assert [names[k].split(" (")[0] for k in y2] == [D.SOURCE_TEXT[k] for k in y]  # the glyph is kept
+    assert len({names[k].split(" (")[1] for k in y2}) == 4  # every typeface occurs
+    with pytest.raises(ValueError, match="pretrain.labels='font'"):
+        D.make_source(3, seed=5, labels="font")
+    cfg = reduced_zoo_config(); cfg["pretrain"]["labels"] = "glyph_family"
+    sd = Z.pretrain(cfg, log=lambda s: None)
+    assert all(torch.isfinite(v).all() for v in sd.values())
+    base = reduced_zoo_config(); base["pretrain"]["labels"] = "glyph"  # the explicit default changes nothing
+    assert all(torch.equal(a, b) for a, b in zip(Z.pretrain(base, log=lambda s: None).values(),
+                                                 Z.pretrain(reduced_zoo_config(), log=lambda s: None).values()))
+
+
+def test_probe_theta0_script(reduced_zoos, tmp_path, monkeypatch):
+    """scripts/probe_theta0.py: θ0 of a changed recipe beside the shipped θ0, per task and split, as JSON."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("probe_theta0", Z.repo_root() / "scripts" / "probe_theta0.py")
+    probe = importlib.util.module_from_spec(spec); spec.loader.exec_module(probe)
+    root, m = reduced_zoos[0]  # stands in for the shipped zoo, with the reduced recipe
+    monkeypatch.setitem(Z.CONFIGS, "default", reduced_zoo_config())
+    monkeypatch.setattr(Z, "default_root", lambda size: root)
+    change = 'pretrain.labels="glyph_family"'
+    out = tmp_path / "probe.json"
+    assert probe.main(["--sizes", "default", "--set", change, "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["changes"] == [change] and list(r["sizes"]) == ["default"]
+    for which in ("probe", "shipped"):
+        for split in ("val", "test"):
+            acc = r["sizes"]["default"][which][split]
+            assert set(acc["per_task"]) == set(D.TASK_NAMES) and 0 <= acc["average"] <= 100
+    assert r["sizes"]["default"]["shipped"] == probe.theta0_accuracy(  # the shipped θ0 with its own heads
+        reduced_zoo_config(), Z.load_state(root, m, "pretrained"))
+    cfg = Z.recipe_with("default", [change])
+    cached = Z.stage_dir("default", cfg, 1) / "pretrained.pt"
+    assert cached.exists()  # a later `zoo build --set ...` with the same recipe and threads takes this θ0
+    theta0 = Z.pretrained_stage("default", cfg, 1)
+    assert any(not torch.equal(theta0[k], v) for k, v in Z.load_state(root, m, "pretrained").items())
+
+
 def test_recipe_changes_for_probe_builds(capsys):
     cfg = Z.recipe_with("large", ["pretrain.attribute_weight=1.5", "finetune.steps=600"])
     assert cfg["pretrain"]["attribute_weight"] == 1.5 and cfg["finetune"]["steps"] == 600

@@ -410,7 +410,7 @@ def render_landcover(rng, label):
         a = _mix(n * .6 + fine * .4, green, _jitter(rng, (130, 120, 90), 12))
         off = rng.uniform(-4, 4)
         road = (np.abs(v - (np.cos(th) * 8 * 0 + v.mean() + off)) < rng.uniform(.7, 1.3)).astype(np.float32)
-        a = _mix(road, a / 1.0, _jitter(rng, (165, 160, 160), 10)) if False else a * (1 - road[..., None]) + road[..., None] * _jitter(rng, (165, 160, 160), 10)
+        a = a * (1 - road[..., None]) + road[..., None] * _jitter(rng, (165, 160, 160), 10)
     elif name == "industrial":
         a = np.zeros((R, R, 3), np.float32) + _jitter(rng, (130, 125, 120), 10)
         for _ in range(int(rng.integers(3, 7))):
@@ -750,6 +750,27 @@ def _source_fonts():
     return {t: _fonts_for(t) for t in SOURCE_TEXT}
 
 
+def font_family(font: str) -> str:
+    """``"DejaVuSans-BoldOblique.ttf"`` -> ``"DejaVuSans"``: the typeface without weight or slant (4 families)."""
+    return font.split("-")[0].replace(".ttf", "").replace("Bol", "").replace("Italic", "")
+
+
+# How a source image is labelled (``pretrain.labels``): "glyph", the shipped recipe (107 classes), or
+# "glyph_family", the glyph and its typeface (DejaVu Sans / Serif / Sans Mono, STIX), 418 classes: a fine-grained
+# task (serif against sans, two serif faces) that a small encoder cannot saturate as easily.
+SOURCE_LABELS = ("glyph", "glyph_family")
+
+
+def source_classes(labels: str = "glyph") -> List[str]:
+    """Class names of the pretraining source under ``labels`` (:data:`SOURCE_LABELS`), in label order."""
+    if labels == "glyph":
+        return list(SOURCE_TEXT)
+    if labels == "glyph_family":
+        fonts = _source_fonts()
+        return [f"{t} ({fam})" for t in SOURCE_TEXT for fam in dict.fromkeys(font_family(f) for f in fonts[t])]
+    raise ValueError(f"pretrain.labels={labels!r}: expected one of {SOURCE_LABELS}")
+
+
 # What a caption of a source image would say besides its glyph, one class per attribute, recorded from the
 # renderer's own draws (-1 where an attribute does not apply, e.g. the period of a gradient). Pretraining predicts
 # them when ``pretrain.attribute_weight`` > 0, so that θ0 also encodes background, pattern and layout.
@@ -822,10 +843,11 @@ def _contrasting_lum(rng, c, min_diff=90):
     return np.full(3, 255.0 if _lum(c) < 128 else 0.0)
 
 
-def render_source(rng, label: int, fonts_by_text, easy: bool = False) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """one source image, its colour targets (fg rgb, bg mean rgb) in [0, 1] and its attribute classes
-    (:data:`SOURCE_ATTRIBUTES`). ``easy``: plain background, large upright centred glyph, no clutter (a share of
-    these lets the ViT get off its initial plateau quickly)."""
+def render_source(rng, label: int, fonts_by_text, easy: bool = False
+                  ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """one source image, its colour targets (fg rgb, bg mean rgb) in [0, 1], its attribute classes
+    (:data:`SOURCE_ATTRIBUTES`) and the font file of its glyph. ``easy``: plain background, large upright centred
+    glyph, no clutter (a share of these lets the ViT get off its initial plateau quickly)."""
     text = SOURCE_TEXT[label]
     if easy:
         bg = np.zeros((S, S, 3), np.float32) + _rgb(rng)
@@ -837,7 +859,7 @@ def render_source(rng, label: int, fonts_by_text, easy: bool = False) -> Tuple[n
         _paste_glyph(pil, text, font, size, 16 + rng.uniform(-1.5, 1.5), 16 + rng.uniform(-1.5, 1.5), fg)
         img = _finish(_to_np(pil), rng, noise=3)
         attrs = _attributes(style=5, plate=0, neighbours=0, glyph_size=_size_class(size), blur=0)
-        return img, np.concatenate([np.asarray(fg, np.float32) / 255, bg[0, 0] / 255]).astype(np.float32), attrs
+        return img, np.concatenate([np.asarray(fg, np.float32) / 255, bg[0, 0] / 255]).astype(np.float32), attrs, font
     style = int(rng.integers(0, 6))
     bg, bg_attrs = _source_background(rng, style)
     pil = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8))
@@ -867,20 +889,21 @@ def render_source(rng, label: int, fonts_by_text, easy: bool = False) -> Tuple[n
     target = np.concatenate([np.asarray(fg, np.float32) / 255, bgm.astype(np.float32) / 255])
     attrs = _attributes(style=style, plate=plate, neighbours=int(neighbours), glyph_size=_size_class(size),
                         blur=int(blur), **bg_attrs)
-    return img, target, attrs
+    return img, target, attrs, font
 
 
 def _size_class(size: int) -> int:  # glyph size in points: 16-20 small, 21-25 medium, 26-29 large
     return min(2, (size - 16) // 5)
 
 
-def make_source(n: int, seed: int, progress_desc: str = None, easy_frac: float = 0.0
+def make_source(n: int, seed: int, progress_desc: str = None, easy_frac: float = 0.0, labels: str = "glyph"
                 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``n`` source images (uint8), labels (int64), colour targets (float32, (n, 6)) and attribute classes (int64,
-    (n, len(SOURCE_ATTRIBUTES)), -1 where one does not apply); a share ``easy_frac`` of them plain (see
-    :func:`render_source`)."""
+    """``n`` source images (uint8), labels (int64, into :func:`source_classes` of ``labels``), colour targets
+    (float32, (n, 6)) and attribute classes (int64, (n, len(SOURCE_ATTRIBUTES)), -1 where one does not apply); a
+    share ``easy_frac`` of them plain (see :func:`render_source`). The images do not depend on ``labels``."""
     from ...progress import progress
 
+    names = {c: k for k, c in enumerate(source_classes(labels))}  # validates labels before any rendering
     rng = np.random.default_rng(np.random.SeedSequence([seed, 4242]))
     fonts = _source_fonts()
     y = rng.integers(0, len(SOURCE_TEXT), n).astype(np.int64)
@@ -889,7 +912,9 @@ def make_source(n: int, seed: int, progress_desc: str = None, easy_frac: float =
     T = np.empty((n, 6), np.float32)
     A = np.empty((n, len(SOURCE_ATTRIBUTES)), np.int64)
     for i in progress(range(n), desc=progress_desc or "source images", mininterval=2):
-        X[i], T[i], A[i] = render_source(rng, int(y[i]), fonts, easy=bool(easy[i]))
+        X[i], T[i], A[i], font = render_source(rng, int(y[i]), fonts, easy=bool(easy[i]))
+        if labels == "glyph_family":
+            y[i] = names[f"{SOURCE_TEXT[y[i]]} ({font_family(font)})"]
     return X, y, T, A
 
 

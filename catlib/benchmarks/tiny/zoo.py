@@ -10,8 +10,10 @@ Every stage is seeded; stage results are cached under the build cache (``$CATLIB
 keyed by a hash of the stage's inputs (recipe, renderer versions, the torch thread count it ran with, and for a
 fine-tune the sha256 of its task's training data), so re-running after changing one task's renderer re-runs only
 that task's fine-tune and the MTL stage; an unreadable cache file is recomputed. ``--reuse DIR`` also takes those
-stages from an already built zoo (e.g. the shipped one) whose recorded inputs are identical: a rebuild after a one-task change then costs minutes, and gives the same files as a
-from-scratch build with the same ``--threads`` (the manifest's ``build.reused`` names what was taken).
+stages from an already built zoo (e.g. the shipped one) whose recorded inputs are identical: a rebuild after a
+one-task change then costs minutes, and gives the same files as a from-scratch build with the same ``--threads``
+on the same type of CPU (another CPU rounds floats differently; the manifest's ``build`` block names the CPU, and
+``build.reused`` what was taken).
 The zoo on disk: one fp16 safetensors file per model, ``heads.safetensors`` (fp32 prototypes) and
 ``manifest.json`` (configs, sha256 of each file, sha256 of the generated data, accuracies).
 """
@@ -170,16 +172,18 @@ def attribute_loss(heads: torch.nn.ModuleList, f: torch.Tensor, A: torch.Tensor)
 
 
 def pretrain(cfg: dict, log=print) -> Dict[str, torch.Tensor]:
-    """θ0 from scratch on the source: cosine glyph classifier + colour regression, plus, when
+    """θ0 from scratch on the source: cosine classifier of the source labels (``pretrain.labels``, absent from the
+    shipped recipes: the glyph; see :data:`data.SOURCE_LABELS`) + colour regression, plus, when
     ``pretrain.attribute_weight`` > 0 (absent from the shipped recipes), the caption-like attribute classes."""
     pc, mc = cfg["pretrain"], cfg["model"]
     _set_determinism(pc["seed"])
     t0 = time.time()
+    labels = pc.get("labels", "glyph")
+    C = len(D.source_classes(labels))
     X, Y, T, A = D.make_source(pc["n_source"], pc["seed"], progress_desc="pretraining source images",
-                               easy_frac=pc.get("easy_frac", 0.0))
-    log(f"source: {len(X)} images, {len(D.SOURCE_TEXT)} classes, {time.time() - t0:.0f}s")
+                               easy_frac=pc.get("easy_frac", 0.0), labels=labels)
+    log(f"source: {len(X)} images, {C} classes ({labels}), {time.time() - t0:.0f}s")
     enc = build_encoder(mc)
-    C = len(D.SOURCE_TEXT)
     cls = torch.nn.Parameter(torch.randn(C, mc["output_dim"]) * 0.02)
     colour = torch.nn.Linear(mc["output_dim"], 6)
     params = _param_groups(enc, pc["wd"]) + [dict(params=[cls] + list(colour.parameters()), weight_decay=0.0)]
@@ -432,6 +436,19 @@ def reusable_stages(root: Path, cfg: dict, tasks: Sequence[str], train_sha: Dict
     return out
 
 
+def stage_dir(size: str, cfg: dict, threads: int) -> Path:
+    """The build cache folder of one recipe's stages: keyed by θ0's inputs (encoder, pretraining, data, source
+    renderer version) and the thread count of this process."""
+    recipe = config_hash([cfg['model'], cfg['pretrain'], cfg['data'], D.SOURCE_VERSION])
+    return cache_dir() / "build" / f"{size}-{recipe}-t{threads}"
+
+
+def pretrained_stage(size: str, cfg: dict, threads: int, use_cache: bool = True, log=print) -> Dict[str, torch.Tensor]:
+    """θ0 of ``cfg`` (fp32), from the build cache when a build with the same recipe and threads already made it."""
+    fn = lambda: pretrain(cfg, log)  # noqa: E731
+    return _cached(stage_dir(size, cfg, threads) / "pretrained.pt", fn, log) if use_cache else fn()
+
+
 def build(size: str = "default", out: Optional[Path] = None, cfg: Optional[dict] = None, use_cache: bool = True,
           threads: int = 1, jobs: int = 1, reuse: Optional[Path] = None, log=print) -> dict:
     """Build data and zoo from scratch; write it to ``out`` (default ``data/tiny/<size>``); return the manifest.
@@ -452,8 +469,7 @@ def build(size: str = "default", out: Optional[Path] = None, cfg: Optional[dict]
     T0 = time.time()
     # stage cache keys hold the thread count a stage ran with: float reductions differ between thread counts
     ft_threads = stage_threads(threads, jobs)
-    recipe = config_hash([cfg['model'], cfg['pretrain'], cfg['data'], D.SOURCE_VERSION])
-    bdir = cache_dir() / "build" / f"{size}-{recipe}-t{threads}"
+    bdir = stage_dir(size, cfg, threads)
 
     t = time.time()
     data_sha = {tk: {sp: sha256_array(*task_data(tk, sp, cfg["data"], use_cache=use_cache))
@@ -465,10 +481,7 @@ def build(size: str = "default", out: Optional[Path] = None, cfg: Optional[dict]
     reused = {k: str(Path(reuse) / model_files(tasks)["finetuned/" + k if k in tasks else k]) for k in kept}
 
     t = time.time()
-    if "pretrained" in kept:
-        theta0 = kept.pop("pretrained")
-    else:
-        theta0 = (_cached(bdir / "pretrained.pt", lambda: pretrain(cfg, log), log) if use_cache else pretrain(cfg, log))
+    theta0 = kept.pop("pretrained") if "pretrained" in kept else pretrained_stage(size, cfg, threads, use_cache, log)
     theta0 = fp16_round(theta0)  # the zoo ships fp16: every later stage and number uses exactly the shipped weights
     timings["pretrain"] = time.time() - t
 
@@ -565,6 +578,19 @@ def model_files(tasks: Sequence[str]) -> Dict[str, str]:
     return files
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; else ``platform.processor()``): float rounding in MKL/oneDNN
+    kernels differs between CPU types, so bit-identical rebuilds hold per CPU type."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def write_zoo(out: Path, cfg, theta0, finetuned, mtl, heads, results, timings, threads, data_sha, log=print,
               reused: Optional[dict] = None, jobs: int = 1) -> dict:
     """Write the zoo's files (fp16 models, fp32 heads) and then its manifest, each atomically; ``data_sha``: task ->
@@ -600,6 +626,7 @@ def write_zoo(out: Path, cfg, theta0, finetuned, mtl, heads, results, timings, t
         build=dict(seconds={k: round(v, 1) for k, v in timings.items()}, threads=threads, jobs=jobs,
                    torch=torch.__version__,
                    numpy=np.__version__, python=platform.python_version(), machine=platform.machine(),
+                   cpu=cpu_model(),
                    **({"reused": reused} if reused else {})),
     )
     tmp = out / f"manifest.json.tmp{os.getpid()}"
