@@ -149,6 +149,7 @@ def test_reduced_zoo_layout_and_fp16(reduced_zoos):
     assert {"conv1.weight", "class_embedding", "positional_embedding", "ln_pre.weight", "proj",
             "transformer.resblocks.0.attn.in_proj_weight", "transformer.resblocks.1.mlp.c_fc.weight"} <= set(sd)
     json.dumps(m)  # the manifest is plain JSON
+    assert m["build"]["cpu"] == Z.cpu_model() and m["build"]["cpu"]  # rebuilds are bit-identical per CPU type
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "delete"])
