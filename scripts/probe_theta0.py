@@ -51,9 +51,11 @@ def main(argv=None) -> int:
         theta0 = Z.fp16_round(Z.pretrained_stage(size, cfg, args.threads, log=lambda s: print(s, flush=True)))
         seconds = time.time() - t
         root = Z.default_root(size)
-        shipped = Z.load_state(root, Z.read_manifest(root, size), "pretrained")
+        manifest = Z.read_manifest(root, size)
+        Z.verify_zoo(root, manifest)
+        shipped = Z.load_state(root, manifest, "pretrained")  # measured with the heads recipe it shipped with
         report["sizes"][size] = dict(pretrain_seconds=round(seconds, 1), probe=theta0_accuracy(cfg, theta0),
-                                     shipped=theta0_accuracy(Z.CONFIGS[size], shipped))
+                                     shipped=theta0_accuracy(manifest["config"], shipped))
         r = report["sizes"][size]
         print(f"{size}: θ0 val {r['probe']['val']['average']:.2f} test {r['probe']['test']['average']:.2f} "
               f"(shipped θ0: val {r['shipped']['val']['average']:.2f} test {r['shipped']['test']['average']:.2f})",
