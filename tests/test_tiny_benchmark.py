@@ -413,9 +413,14 @@ def test_recipe_changes_for_probe_builds(capsys):
     cfg = Z.recipe_with("large", ["pretrain.attribute_weight=1.5", "finetune.steps=600"])
     assert cfg["pretrain"]["attribute_weight"] == 1.5 and cfg["finetune"]["steps"] == 600
     assert "attribute_weight" not in Z.CONFIGS["large"]["pretrain"]  # the recipes themselves are untouched
+    assert Z.recipe_with("default", ['pretrain.labels="glyph_family"'])["pretrain"]["labels"] == "glyph_family"
     for bad in ("pretrain.lr", "nosuch.lr=1", "pretrain.lr=1e-3x", "pretrain=1"):
         with pytest.raises(ValueError, match="recipe change"):
             Z.recipe_with("default", [bad])
+    with pytest.raises(ValueError, match=r"no key 'lables' in section 'pretrain'; its keys: .*labels"):
+        Z.recipe_with("default", ['pretrain.lables="glyph_family"'])  # a typo would otherwise build the shipped recipe
+    with pytest.raises(ValueError, match=r"a string needs quotes: --set 'pretrain.labels=\"glyph_family\"'"):
+        Z.recipe_with("default", ["pretrain.labels=glyph_family"])  # what the shell leaves of an unquoted string
     with pytest.raises(SystemExit):  # a probe never overwrites the shipped zoo
         Z.main(["build", "--set", "pretrain.attribute_weight=1.0"])
     assert "give --out" in capsys.readouterr().err

@@ -689,8 +689,14 @@ def load_heads(root: Path, manifest: dict) -> Dict[str, PrototypeHead]:
 # command line
 # ----------------------------------------------------------------------------------------------------------------
 
+# Recipe keys that the training code reads but the shipped recipes leave out (their defaults apply).
+OPTIONAL_KEYS: Dict[str, tuple] = {"pretrain": ("labels", "attribute_weight"), "heads": ("seed",)}
+
+
 def recipe_with(size: str, changes: Sequence[str], error=None) -> dict:
-    """A copy of ``CONFIGS[size]`` with ``"SECTION.KEY=VALUE"`` changes applied (VALUE parsed as JSON)."""
+    """A copy of ``CONFIGS[size]`` with ``"SECTION.KEY=VALUE"`` changes applied (VALUE parsed as JSON, so a string
+    needs quotes: ``pretrain.labels="glyph_family"``). KEY must be one the recipe has or :data:`OPTIONAL_KEYS`
+    names, so that a misspelt key is an error rather than a build of the unchanged recipe."""
     cfg = copy.deepcopy(CONFIGS[size])
     sections = sorted(k for k, v in cfg.items() if isinstance(v, dict))
     for item in changes:
@@ -699,8 +705,16 @@ def recipe_with(size: str, changes: Sequence[str], error=None) -> dict:
         try:
             if section not in sections or not name:
                 raise ValueError(f"expected SECTION.KEY=VALUE with SECTION one of {sections}")
-            cfg[section][name] = json.loads(value)
-        except ValueError as e:  # json.JSONDecodeError is a ValueError
+            known = sorted(set(cfg[section]) | set(OPTIONAL_KEYS.get(section, ())))
+            if name not in known:
+                raise ValueError(f"no key {name!r} in section {section!r}; its keys: {', '.join(known)}")
+            try:
+                cfg[section][name] = json.loads(value)
+            except json.JSONDecodeError as e:
+                hint = (f"; VALUE is JSON, so a string needs quotes: --set '{key}=\"{value}\"'"
+                        if value.replace("_", "").replace("-", "").isalpha() else "")
+                raise ValueError(f"VALUE {value!r} is not JSON ({e}){hint}") from None
+        except ValueError as e:
             msg = f"recipe change {item!r}: {e}"
             if error is None:
                 raise ValueError(msg) from None
