@@ -10,6 +10,7 @@ import torch
 import catlib
 from catlib import experiment as E
 from catlib import report as R
+from catlib.report import runs as report_runs
 
 
 @pytest.fixture()
@@ -60,6 +61,12 @@ def test_key_depends_on_code_benchmark_and_seed_only_when_data_is_used(bench):
     assert c1 != c2 and c1["bench"] == R.bench_fingerprint(bench) and c1["code"] == R.code_fingerprint()
 
 
+def test_code_fingerprint_covers_merging_code_not_the_report_layer():
+    names = {str(p.relative_to(R.REPO / "catlib")) for p in R.fingerprinted_files()}
+    assert {"statedict.py", "evaluate.py", "merge/cat.py", "merge/registry.py", "benchmarks/base.py"} <= names
+    assert not any(n.startswith(("report/", "benchmarks/tiny/")) or n == "interference.py" for n in names)
+
+
 @pytest.mark.parametrize("method,grid", [("ties", {"alpha": [0.2, 0.5], "k": [0.2, 0.5]}),
                                          ("cat", {"alpha": [0.2, 0.5], "c": [1, 2]})])
 def test_tune_matches_experiment_tune(bench, tmp_path, method, grid):
@@ -76,7 +83,7 @@ def test_tune_matches_experiment_tune(bench, tmp_path, method, grid):
 @pytest.mark.parametrize("method", ["awd_ta", "awd_ties"])
 def test_awd_reuse_path_equals_catlib_merge(bench, method):
     hp = {"alpha": 0.4, "steps": 5}
-    fast = R._merge_fast(bench, method, hp, None, 4, 0)
+    fast = report_runs._merge_fast(bench, method, hp, None, 4, 0)
     ref = catlib.merge(method, bench.pretrained, bench.finetuned_list(), **hp)
     for k in ref:
         torch.testing.assert_close(fast[k], ref[k], rtol=1e-5, atol=1e-6)

@@ -1,0 +1,170 @@
+"""Tables and sentences for the pages, each a DataFrame or Markdown: our rows, the paper's tables (``data/paper/*.csv``,
+as printed), side-by-side averages and ranks, Table 10's balance, gains and α-robustness summaries."""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import torch
+
+from ..evaluate import average
+from ..experiment import DISPLAY, REFERENCE, results_table
+from .session import PAPER_DIR
+
+
+def chosen_table(results: Mapping[str, Mapping[str, Any]], decimals: int = 1):
+    """One row per method: the hyperparameters chosen on validation, the validation average, the grid size, and
+    (over seeds) the test average ± std. ``results``: method → :func:`tune_over_seeds` output."""
+    import pandas as pd
+    rows = {}
+    for m, r in results.items():
+        tr = r["tune"]
+        rows[DISPLAY.get(m, m)] = {"chosen": ", ".join(f"{k}={v}" for k, v in tr.best.items()) or "-",
+                                   "grid points": len(tr.grid), "val avg": round(tr.val_average, decimals),
+                                   "test avg": round(average(r["mean"]), decimals),
+                                   "± over seeds": (round(r["std_avg"], decimals) if r["data_dependent"]
+                                                    and len(r["per_seed"]) > 1 else "-")}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def paper_table(name: str):
+    """A paper table from ``data/paper/<name>.csv`` (e.g. ``"table1_vit_b32"``), indexed by method, as printed."""
+    import pandas as pd
+    path = PAPER_DIR / (name if name.endswith(".csv") else f"{name}.csv")
+    df = pd.read_csv(path)
+    return df.set_index(df.columns[0])
+
+
+def paper_tables() -> List[str]:
+    return sorted(p.stem for p in PAPER_DIR.glob("*.csv"))
+
+
+def ours_table(rows: Mapping[str, Mapping[str, float]], tasks: Sequence[str], decimals: int = 1):
+    """:func:`catlib.experiment.results_table` rounded for display (task names as columns; the tiny tasks'
+    analogues are in :data:`ANALOGUE`)."""
+    df = results_table(rows, tasks)
+    df["avg"] = df["avg"].astype(float)
+    out = df.round(decimals)
+    out["#best"] = [("-" if v is None or (isinstance(v, float) and math.isnan(v)) else int(v)) for v in df["#best"]]
+    return out
+
+
+def side_by_side(ours, paper, ours_label: str = "ours", paper_label: str = "paper", col: str = "avg",
+                 decimals: int = 1):
+    """Averages and ranks side by side: one row per method present in both tables (paper order, then the rest of
+    ours). Ranks are among merging methods (reference rows excluded); 1 = best."""
+    import pandas as pd
+    names = [n for n in paper.index if n in ours.index] + [n for n in ours.index if n not in paper.index]
+    ref = {DISPLAY[r] for r in REFERENCE}
+    df = pd.DataFrame(index=names)
+    df[f"{ours_label} {col}"] = [float(ours.loc[n, col]) for n in names]
+    df[f"{paper_label} {col}"] = [float(paper.loc[n, col]) if n in paper.index else float("nan") for n in names]
+    for label in (ours_label, paper_label):
+        merging = [n for n in names if n not in ref and not math.isnan(df.loc[n, f"{label} {col}"])]
+        ranks = df.loc[merging, f"{label} {col}"].rank(ascending=False, method="min")
+        df[f"{label} rank"] = ["-" if n not in merging else int(ranks[n]) for n in names]
+    return df.round(decimals)
+
+
+def drop_std(individual: Mapping[str, float], merged_acc: Mapping[str, float]) -> float:
+    """Table 10's balance measure: the standard deviation over tasks of (individual − merged) accuracy (population
+    std, ``numpy.std`` default; the paper does not say which)."""
+    d = [individual[t] - merged_acc[t] for t in merged_acc]
+    m = sum(d) / len(d)
+    return math.sqrt(sum((x - m) ** 2 for x in d) / len(d))
+
+
+def mean_std(values: Sequence[float]) -> Dict[str, float]:
+    v = list(values)
+    m = sum(v) / len(v)
+    s = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
+    return {"mean": m, "std": s, "n": len(v)}
+
+
+def md(text: str):
+    """Markdown output for a computed sentence (numbers in prose come from the notebook, never typed)."""
+    from IPython.display import Markdown
+    return Markdown(text)
+
+
+def printed_average_check(paper_df, col: str = "avg", tol: float = 0.15):
+    """Rows of a paper table whose printed average differs from the mean of its task columns (e.g. Table 2's
+    Traditional MTL prints 93.5, its columns average 93.09)."""
+    import pandas as pd
+    tasks = [c for c in paper_df.columns if c not in (col, "#best")]
+    comp = paper_df[tasks].astype(float).mean(axis=1)
+    bad = (paper_df[col].astype(float) - comp).abs() > tol
+    return pd.DataFrame({"printed avg": paper_df.loc[bad, col], "mean of the columns": comp[bad].round(2)})
+
+
+def ranking_summary(rows: Mapping[str, Mapping[str, float]], method: str = "cat", label: str = "") -> str:
+    """A sentence on where ``method`` ranks by average among the merging methods, with the numbers."""
+    avgs = {m: average(r) for m, r in rows.items() if m not in REFERENCE}
+    order = sorted(avgs, key=avgs.get, reverse=True)
+    if method not in avgs:
+        return f"{DISPLAY.get(method, method)} was not run."
+    rank = order.index(method) + 1
+    best_other = next(m for m in order if m != method)
+    gap = avgs[method] - avgs[best_other]
+    name = DISPLAY.get(method, method)
+    head = f"**{label}** " if label else ""
+    if rank == 1:
+        return (f"{head}{name} has the best average, {avgs[method]:.1f}%, {gap:+.1f} points over the runner-up "
+                f"{DISPLAY.get(best_other, best_other)} ({avgs[best_other]:.1f}%).")
+    return (f"{head}{name} is **not** the best here: rank {rank} of {len(order)} with {avgs[method]:.1f}%, "
+            f"{-gap:.1f} points below {DISPLAY.get(best_other, best_other)} ({avgs[best_other]:.1f}%).")
+
+
+def gains_table(settings: Mapping[str, Mapping[str, Mapping[str, float]]], decimals: int = 1):
+    """Per setting (e.g. "8 tasks", "4 tasks"): averages of Pretrained, Individual, TA and CAT and the gains that
+    tell how much merging helps: TA − Pretrained, CAT − TA, and the share of the Pretrained→Individual gap closed."""
+    import pandas as pd
+    out = {}
+    for name, rows in settings.items():
+        a = {m: average(r) for m, r in rows.items()}
+        r = {"Pretrained": a.get("pretrained"), "Individual": a.get("individual"),
+             "Task Arithmetic": a.get("task_arithmetic"), "CAT Merging": a.get("cat")}
+        if a.get("task_arithmetic") is not None and a.get("pretrained") is not None:
+            r["TA − Pretrained"] = a["task_arithmetic"] - a["pretrained"]
+        if a.get("cat") is not None and a.get("task_arithmetic") is not None:
+            r["CAT − TA"] = a["cat"] - a["task_arithmetic"]
+        if None not in (a.get("cat"), a.get("pretrained"), a.get("individual")):
+            gap = a["individual"] - a["pretrained"]
+            r["gap closed by CAT (%)"] = 100 * (a["cat"] - a["pretrained"]) / gap if gap else float("nan")
+        out[name] = r
+    return pd.DataFrame(out).T.astype(float).round(decimals)
+
+
+def balance_table(individual: Mapping[str, float], merged_rows: Mapping[str, Mapping[str, float]],
+                  paper_df=None, paper_row: Optional[str] = None, decimals: int = 2):
+    """Table 10: std over tasks of (Individual − merged) per method, beside the paper's row ``paper_row`` (e.g.
+    ``"ViT-B/32"``) when the paper has one (Table 10 has none for ViT-B/16: the column is then empty)."""
+    import pandas as pd
+    ours = {DISPLAY.get(m, m): drop_std(individual, r) for m, r in merged_rows.items()}
+    df = pd.DataFrame({"ours": ours})
+    if paper_df is not None and paper_row not in paper_df.index:
+        df[f"paper ({paper_row}: not in the paper)"] = float("nan")
+    elif paper_df is not None:
+        row = paper_df.loc[paper_row]
+        df["paper"] = [float(row[n]) if n in row.index else float("nan") for n in df.index]
+    return df.round(decimals)
+
+
+def matrix_frame(matrix, labels: Sequence[str], decimals: int = 3):
+    import pandas as pd
+    m = matrix.tolist() if isinstance(matrix, torch.Tensor) else matrix
+    return pd.DataFrame(m, index=list(labels), columns=list(labels)).round(decimals)
+
+
+def alpha_robustness(df, method_col: str = "method", x: str = "alpha", y: str = "avg", within: float = 2.0,
+                     decimals: int = 2):
+    """Per method over its α sweep: peak accuracy and its α, minimum, range (max − min), and the fraction of swept
+    α values within ``within`` points of the peak."""
+    import pandas as pd
+    rows = {}
+    for m, g in df.groupby(method_col, sort=False):
+        g = g.sort_values(x)
+        peak = g[y].max()
+        rows[m] = {"peak": peak, "α at peak": g.loc[g[y].idxmax(), x], "min": g[y].min(), "range": peak - g[y].min(),
+                   f"share of α within {within:g} of peak": float((g[y] >= peak - within).mean())}
+    return pd.DataFrame.from_dict(rows, orient="index").round(decimals)

@@ -1,0 +1,68 @@
+"""Merge cost (Table 9): wall-clock seconds of one merge and its peak RSS increase; a measurement, never cached."""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+from ..benchmarks.base import Benchmark
+from ..experiment import statistics_for
+
+
+class _PeakRSS:
+    """Samples this process's resident set size every few ms (psutil), to report a merge's peak RSS increase."""
+
+    def __init__(self, interval: float = 0.005):
+        self.interval, self.peak, self.start = interval, 0, 0
+        self._stop = threading.Event()
+        try:
+            import psutil
+            self._proc = psutil.Process()
+        except ImportError:  # pragma: no cover
+            self._proc = None
+
+    def _loop(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        if self._proc is not None:
+            self.start = self.peak = self._proc.memory_info().rss
+            self._t = threading.Thread(target=self._loop, daemon=True)
+            self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self._proc is not None:
+            self._stop.set()
+            self._t.join()
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    @property
+    def delta_mb(self) -> float:
+        return (self.peak - self.start) / 2 ** 20 if self._proc is not None else float("nan")
+
+
+def time_merge(bench: Benchmark, method: str, hparams: Optional[Mapping[str, Any]] = None,
+               tasks: Optional[Sequence[str]] = None, n_exemplars: int = 4, seed: int = 0,
+               repeats: int = 1) -> Dict[str, float]:
+    """Wall-clock seconds of one merge (statistics collection and the merge itself, separately; best of
+    ``repeats``) and the peak RSS increase during it (MB, sampled). Not cached: a timing is a measurement."""
+    from .. import experiment
+    from ..merge.registry import merge as _merge
+    hp = dict(hparams or {})
+    tasks = list(tasks or bench.tasks)
+    best = None
+    for _ in range(max(1, repeats)):
+        experiment._STATS_CACHE.clear()
+        with _PeakRSS() as mem:
+            t0 = time.perf_counter()
+            stats = statistics_for(bench, method, n_exemplars, seed, tasks, hp)
+            t1 = time.perf_counter()
+            _merge(method, bench.pretrained, bench.finetuned_list(tasks), stats=stats, **hp)
+            t2 = time.perf_counter()
+        r = {"stats_s": t1 - t0, "merge_s": t2 - t1, "total_s": t2 - t0, "peak_rss_mb": mem.delta_mb}
+        if best is None or r["total_s"] < best["total_s"]:
+            best = r
+    return best
