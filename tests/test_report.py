@@ -61,6 +61,15 @@ def test_key_depends_on_code_benchmark_and_seed_only_when_data_is_used(bench):
     assert c1 != c2 and c1["bench"] == R.bench_fingerprint(bench) and c1["code"] == R.code_fingerprint()
 
 
+def test_every_report_module_is_reachable_and_not_shadowed_by_a_function():
+    import inspect
+    import pkgutil
+    mods = [m.name for m in pkgutil.iter_modules(R.__path__)]
+    assert {"session", "cache", "runs", "tuning", "tables", "plots", "results", "paper_claims", "conflicts"} <= set(mods)
+    for name in mods:
+        assert inspect.ismodule(getattr(R, name)), f"catlib.report.{name} is shadowed by a re-exported name"
+
+
 def test_code_fingerprint_covers_merging_code_not_the_report_layer():
     names = {str(p.relative_to(R.REPO / "catlib")) for p in R.fingerprinted_files()}
     assert {"statedict.py", "evaluate.py", "merge/cat.py", "merge/registry.py", "benchmarks/base.py"} <= names

@@ -14,7 +14,7 @@ report as R``). One module per job; every name below is importable from ``catlib
   :func:`catlib.experiment.tune`, with every grid point cached).
 * :mod:`.tables` (paper tables from ``data/paper/*.csv``, side-by-side comparisons), :mod:`.plots`,
   :mod:`.results` (:func:`save_results` / :func:`load_results`, ``notebooks/results/<name>.json``, written
-  atomically), :mod:`.claims` (the paper's claims checked against the results files), :mod:`.conflicts` and
+  atomically), :mod:`.paper_claims` (the paper's claims checked against the results files), :mod:`.conflicts` and
   :mod:`.awd_pages` (the knowledge-conflict and AWD pages), :mod:`.timing` (Table 9's merge cost).
 
 Environment variables: ``CATLIB_REPORT_CACHE`` (cache folder; default ``<repo>/.cache/report``; ``off`` disables
@@ -24,7 +24,7 @@ from ..experiment import DISPLAY, GRIDS, REFERENCE  # noqa: F401  (the notebooks
 from .awd_pages import awd_alone, awd_summary  # noqa: F401
 from .cache import (CACHE, CACHE_VERSION, ResultCache, bench_fingerprint, code_fingerprint,  # noqa: F401
                     fingerprinted_files)
-from .claims import claims, claims_markdown  # noqa: F401
+from .paper_claims import claims, claims_markdown  # noqa: F401
 from .conflicts import (bench_tasks, bound_frames, bound_rows, bound_summary, conflict_key,  # noqa: F401
                         conflict_matrices, consecutive_pairs, eval_batches, pair_grids, scaled, trimmed_vectors)
 from .plots import average_bars, category_plot, heatmap, line_plot  # noqa: F401

@@ -140,7 +140,8 @@ class ResultCache:
         except (OSError, ValueError):
             self.misses += 1
             return None
-        if entry.get("key") != _jsonable(key) or "value" not in entry or (check is not None and not check(entry["value"])):
+        if (entry.get("key") != _jsonable(key) or "value" not in entry
+                or (check is not None and not check(entry["value"]))):
             self.misses += 1
             return None
         self.hits += 1

@@ -54,12 +54,14 @@ def grid(method: str, grids: Optional[Mapping[str, Mapping[str, Sequence[Any]]]]
 def grids_table(methods: Sequence[str], grids=None, full_grids: bool = False):
     """One row per method: its validation grid as text and the number of grid points."""
     import pandas as pd
+
+    def values(vals):
+        return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in vals)
     rows = {}
     for m in methods:
         g = grid(m, grids, full_grids)
-        rows[DISPLAY.get(m, m)] = {"validation grid": "; ".join(f"{k} ∈ {{{', '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in vals)}}}"
-                                                             for k, vals in g.items()) or "(nothing to tune)",
-                                   "points": len(grid_points(g))}
+        rows[DISPLAY.get(m, m)] = {"validation grid": "; ".join(f"{k} ∈ {{{values(vals)}}}" for k, vals in g.items())
+                                   or "(nothing to tune)", "points": len(grid_points(g))}
     return pd.DataFrame.from_dict(rows, orient="index")
 
 

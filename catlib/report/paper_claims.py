@@ -67,8 +67,9 @@ def _paper_text() -> Dict[str, str]:
         "lambda0": f"λ=0: {sens('lambda = 0', 'ViT-B/32')} vs {cat_b32} (ViT-B/32)",
         "c": f"peak at c={sens('', 'ViT-B/32', 'best c')} (B/32), c={sens('', 'ViT-L/14', 'best c')} (L/14); "
              f"c=128: {sens('c = 128', 'ViT-B/32')}",
-        "ablation": f"Table 5 (B/32): −linear {abl[('False', 'True', 'True')]}, −norm {abl[('True', 'False', 'True')]}, "
-                    f"−shift {abl[('True', 'True', 'False')]}, all {abl[('True', 'True', 'True')]}",
+        "ablation": f"Table 5 (B/32): −linear {abl[('False', 'True', 'True')]}, "
+                    f"−norm {abl[('True', 'False', 'True')]}, −shift {abl[('True', 'True', 'False')]}, "
+                    f"all {abl[('True', 'True', 'True')]}",
     }
 
 
