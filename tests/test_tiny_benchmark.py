@@ -414,6 +414,8 @@ def test_recipe_changes_for_probe_builds(capsys):
     assert cfg["pretrain"]["attribute_weight"] == 1.5 and cfg["finetune"]["steps"] == 600
     assert "attribute_weight" not in Z.CONFIGS["large"]["pretrain"]  # the recipes themselves are untouched
     assert Z.recipe_with("default", ['pretrain.labels="glyph_family"'])["pretrain"]["labels"] == "glyph_family"
+    for size, cfg in Z.CONFIGS.items():  # an optional key's default applies only where a recipe leaves it out
+        assert not any(k in cfg[sec] for sec, keys in Z.OPTIONAL_KEYS.items() for k in keys), size
     for bad in ("pretrain.lr", "nosuch.lr=1", "pretrain.lr=1e-3x", "pretrain=1"):
         with pytest.raises(ValueError, match="recipe change"):
             Z.recipe_with("default", [bad])

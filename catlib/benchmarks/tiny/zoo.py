@@ -61,6 +61,16 @@ CONFIGS["large"] = copy.deepcopy(CONFIGS["default"])
 CONFIGS["large"].update(benchmark="tiny-large")
 CONFIGS["large"]["model"].update(width=256, layers=6, heads=8, output_dim=192)
 
+# Recipe keys that the training code reads but the shipped recipes leave out, with the value that applies when a
+# recipe has none (so the shipped recipes, and their cache keys, stay as they were built). Read via :func:`option`.
+OPTIONAL_KEYS: Dict[str, Dict[str, object]] = {"pretrain": {"labels": "glyph", "attribute_weight": 0.0},
+                                               "heads": {"seed": 0}}
+
+
+def option(section: dict, name: str, key: str):
+    """``section[key]`` of the recipe section called ``name``, or its default from :data:`OPTIONAL_KEYS`."""
+    return section.get(key, OPTIONAL_KEYS[name][key])
+
 
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[3]
@@ -178,7 +188,7 @@ def pretrain(cfg: dict, log=print) -> Dict[str, torch.Tensor]:
     pc, mc = cfg["pretrain"], cfg["model"]
     _set_determinism(pc["seed"])
     t0 = time.time()
-    labels = pc.get("labels", "glyph")
+    labels = option(pc, "pretrain", "labels")
     C = len(D.source_classes(labels))
     X, Y, T, A = D.make_source(pc["n_source"], pc["seed"], progress_desc="pretraining source images",
                                easy_frac=pc.get("easy_frac", 0.0), labels=labels)
@@ -187,7 +197,7 @@ def pretrain(cfg: dict, log=print) -> Dict[str, torch.Tensor]:
     cls = torch.nn.Parameter(torch.randn(C, mc["output_dim"]) * 0.02)
     colour = torch.nn.Linear(mc["output_dim"], 6)
     params = _param_groups(enc, pc["wd"]) + [dict(params=[cls] + list(colour.parameters()), weight_decay=0.0)]
-    aw = pc.get("attribute_weight", 0.0)
+    aw = option(pc, "pretrain", "attribute_weight")
     if aw:  # created after the other heads, so a recipe without attributes initialises exactly as before
         attr = torch.nn.ModuleList(torch.nn.Linear(mc["output_dim"], len(v)) for v in D.SOURCE_ATTRIBUTE_VALUES.values())
         params.append(dict(params=list(attr.parameters()), weight_decay=0.0))
@@ -254,7 +264,7 @@ def make_heads(cfg: dict, theta0, tasks: Sequence[str]) -> Dict[str, PrototypeHe
         f = F.normalize(features(enc, X), dim=-1)
         C = len(D.TASKS[t]["classes"])
         protos = torch.stack([f[torch.from_numpy(i)].mean(0)
-                              for i in head_exemplars(Y, C, hc.get("shots"), hc.get("seed", 0), t)])
+                              for i in head_exemplars(Y, C, hc.get("shots"), option(hc, "heads", "seed"), t)])
         heads[t] = PrototypeHead(protos, hc["logit_scale"])
     return heads
 
@@ -689,10 +699,6 @@ def load_heads(root: Path, manifest: dict) -> Dict[str, PrototypeHead]:
 # command line
 # ----------------------------------------------------------------------------------------------------------------
 
-# Recipe keys that the training code reads but the shipped recipes leave out (their defaults apply).
-OPTIONAL_KEYS: Dict[str, tuple] = {"pretrain": ("labels", "attribute_weight"), "heads": ("seed",)}
-
-
 def recipe_with(size: str, changes: Sequence[str], error=None) -> dict:
     """A copy of ``CONFIGS[size]`` with ``"SECTION.KEY=VALUE"`` changes applied (VALUE parsed as JSON, so a string
     needs quotes: ``pretrain.labels="glyph_family"``). KEY must be one the recipe has or :data:`OPTIONAL_KEYS`
@@ -705,7 +711,7 @@ def recipe_with(size: str, changes: Sequence[str], error=None) -> dict:
         try:
             if section not in sections or not name:
                 raise ValueError(f"expected SECTION.KEY=VALUE with SECTION one of {sections}")
-            known = sorted(set(cfg[section]) | set(OPTIONAL_KEYS.get(section, ())))
+            known = sorted(set(cfg[section]) | set(OPTIONAL_KEYS.get(section, {})))
             if name not in known:
                 raise ValueError(f"no key {name!r} in section {section!r}; its keys: {', '.join(known)}")
             try:
