@@ -89,6 +89,33 @@ def test_tune_matches_experiment_tune(bench, tmp_path, method, grid):
     assert again.test == ours.test and cache.hits == len(ours.grid) + 1
 
 
+def test_book_grids_are_valid_and_give_every_method_the_same_care():
+    from catlib.merge.registry import get_method, validate_hparams
+    for method, g in R.BOOK_GRIDS.items():
+        for point in E.grid_points(g):  # every point is a valid configuration of a registered method
+            validate_hparams(get_method(method), point)
+    sizes = {m: len(g["alpha"]) for m, g in R.BOOK_GRIDS.items() if "alpha" in g}
+    assert set(sizes.values()) == {6}, sizes
+    assert set(R.grid("pcb")["alpha"]) == set(R.BOOK_SCALES) and R.grid("cat")["alpha"] == R.BOOK_ALPHAS
+    assert R.grid("cat", grids={"cat": {"alpha": (0.2,)}}) == {"alpha": [0.2]}
+    assert R.grid_size(R.METHODS + R.NEWER_METHODS) < R.grid_size(R.METHODS + R.NEWER_METHODS, full_grids=True)
+
+
+def test_edge_choices_flags_a_choice_on_the_edge_of_its_grid():
+    def result(best, points):
+        return E.TuneResult("m", best, 0.0, {}, [{**p, "val_average": 0.0} for p in points])
+    alphas = [{"alpha": a} for a in (0.1, 0.3, 0.5)]
+    assert R.edge_choices(result({"alpha": 0.5}, alphas)) == {"alpha": "largest"}
+    assert R.edge_choices(result({"alpha": 0.1}, alphas)) == {"alpha": "smallest"}
+    assert R.edge_choices(result({"alpha": 0.3}, alphas)) == {}
+    two = [{"alpha": a, "normalize": n, "mode": "x"} for a in (0.1, 0.5) for n in (True, False)]
+    assert R.edge_choices(result({"alpha": 0.5, "normalize": True, "mode": "x"}, two)) == {}  # < 3 values: not judged
+    bools = [{"flag": f} for f in (True, False)] + [{"flag": 2}]
+    assert R.edge_choices(result({"flag": True}, bools)) == {}  # not all numbers
+    grid2 = [{"alpha": a, "k": k} for a in (0.1, 0.3, 0.5) for k in (0.1, 0.2, 0.4)]
+    assert R.edge_choices(result({"alpha": 0.3, "k": 0.4}, grid2)) == {"k": "largest"}
+
+
 @pytest.mark.parametrize("method", ["awd_ta", "awd_ties"])
 def test_awd_reuse_path_equals_catlib_merge(bench, method):
     hp = {"alpha": 0.4, "steps": 5}

@@ -36,5 +36,5 @@ from .tables import (alpha_robustness, balance_table, chosen_table, drop_std, ga
                      mean_std, md, ours_table, paper_table, paper_tables, printed_average_check, ranking_summary,
                      side_by_side)
 from .timing import time_merge  # noqa: F401
-from .tuning import (BOOK_ALPHAS, BOOK_GRIDS, METHODS, NEWER_METHODS, default_subset, grid, grid_size,  # noqa: F401
-                     grids_table, tune, tune_over_seeds)
+from .tuning import (BOOK_ALPHAS, BOOK_GRIDS, BOOK_SCALES, METHODS, NEWER_METHODS, default_subset,  # noqa: F401
+                     edge_choices, grid, grid_size, grids_table, tune, tune_over_seeds)

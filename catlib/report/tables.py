@@ -10,16 +10,20 @@ import torch
 from ..evaluate import average
 from ..experiment import DISPLAY, REFERENCE, results_table
 from .session import PAPER_DIR
+from .tuning import edge_choices
 
 
 def chosen_table(results: Mapping[str, Mapping[str, Any]], decimals: int = 1):
-    """One row per method: the hyperparameters chosen on validation, the validation average, the grid size, and
-    (over seeds) the test average ± std. ``results``: method → :func:`tune_over_seeds` output."""
+    """One row per method: the hyperparameters chosen on validation, whether a choice lies on its grid's edge
+    (:func:`~catlib.report.tuning.edge_choices`), the validation average, the grid size, and (over seeds) the test
+    average ± std. ``results``: method → :func:`tune_over_seeds` output."""
     import pandas as pd
     rows = {}
     for m, r in results.items():
         tr = r["tune"]
+        edges = edge_choices(tr)
         rows[DISPLAY.get(m, m)] = {"chosen": ", ".join(f"{k}={v}" for k, v in tr.best.items()) or "-",
+                                   "on grid edge": ", ".join(f"{k} ({e})" for k, e in edges.items()) or "-",
                                    "grid points": len(tr.grid), "val avg": round(tr.val_average, decimals),
                                    "test avg": round(average(r["mean"]), decimals),
                                    "± over seeds": (round(r["std_avg"], decimals) if r["data_dependent"]
