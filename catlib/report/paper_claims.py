@@ -24,6 +24,14 @@ def _ordered(d: Mapping[str, Any]) -> List[tuple]:
     return sorted(d.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
 
 
+def _span(a1: Mapping[str, float], a2: Mapping[str, float], methods: Sequence[str]) -> str:
+    """The range of a2 − a1 over ``methods``, as "+0.1 to +3.1 points" (or "-" for none)."""
+    d = sorted(a2[m] - a1[m] for m in methods)
+    if not d:
+        return "-"
+    return f"{d[0]:+.1f} points" if len(d) == 1 else f"{d[0]:+.1f} to {d[-1]:+.1f} points"
+
+
 def _paper_text() -> Dict[str, str]:
     """The paper's numbers quoted on the claims page, read from data/paper/*.csv (as printed, never retyped)."""
     import csv
@@ -113,11 +121,13 @@ def claims(tolerance: float = 0.5) -> List[Dict[str, Any]]:
     if both and "individual" in a1 and "individual" in a2:
         gap = lambda a, m: a["individual"] - a[m]  # noqa: E731
         closer = [m for m in both if gap(a2, m) < gap(a1, m)]
+        higher = [m for m in both if a2[m] > a1[m]]
         shown = [m for m in ("task_arithmetic", "ties", "pcb", "cat") if m in both]
         add(f"The larger model merges better: every merging method is closer to Individual "
             f"({d1['parameters'].get('benchmark')} → {d2['parameters'].get('benchmark')})", "table2", P["larger"],
             "gap to Individual: " + ", ".join(f"{DISPLAY.get(m, m)} {gap(a1, m):.1f} → {gap(a2, m):.1f}"
-                                              for m in shown) + f"; closer for {len(closer)} of {len(both)}",
+                                              for m in shown) + f"; closer for {len(closer)} of {len(both)} "
+            f"(average accuracy higher for {len(higher)} of {len(both)}, by {_span(a1, a2, higher)})",
             "reproduced" if len(closer) == len(both) else ("partly" if closer else "not reproduced"))
     # 2. Table 10 balance
     d = load_results("table1")
