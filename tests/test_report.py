@@ -113,6 +113,8 @@ def test_edge_choices_flags_a_choice_on_the_edge_of_its_grid():
     assert R.edge_choices(result({"alpha": 0.5, "normalize": True, "mode": "x"}, two)) == {}  # < 3 values: not judged
     bools = [{"flag": f} for f in (True, False)] + [{"flag": 2}]
     assert R.edge_choices(result({"flag": True}, bools)) == {}  # not all numbers
+    lists = [{"layers": v} for v in ([0], [1], [2])]
+    assert R.edge_choices(result({"layers": [2]}, lists)) == {}  # unhashable values are not judged either
     grid2 = [{"alpha": a, "k": k} for a in (0.1, 0.3, 0.5) for k in (0.1, 0.2, 0.4)]
     assert R.edge_choices(result({"alpha": 0.3, "k": 0.4}, grid2)) == {"k": "largest"}
 

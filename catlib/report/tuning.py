@@ -84,8 +84,8 @@ def edge_choices(result: TuneResult) -> Dict[str, str]:
     better. Booleans and knobs with fewer values are not judged."""
     edges = {}
     for k, v in result.best.items():
-        vals = {p[k] for p in result.grid if k in p}
-        if len(vals) < 3 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vals):
+        vals = [p[k] for p in result.grid if k in p]
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vals) or len(set(vals)) < 3:
             continue
         if v == max(vals):
             edges[k] = "largest"
