@@ -11,6 +11,22 @@ stamp=.venv/.catlib-requirements.sha256
 want=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "[setup] installing pinned requirements into .venv (first run: a few minutes)"
+  # torch 2.14.1 from PyPI is the CUDA build: a new .venv takes about 6.2 GB, and pip unpacks into $TMPDIR first.
+  # Say so plainly before pip runs out of space half-way ("[Errno 28] No space left on device").
+  # (Checked only while torch is not in .venv yet: updating a complete .venv needs little.)
+  need_gb=${CATLIB_SETUP_NEED_GB:-8}
+  ls -d .venv/lib/python*/site-packages/torch >/dev/null 2>&1 && need_gb=0
+  for d in .venv "${TMPDIR:-/tmp}"; do
+    free_kb=$(df -Pk "$d" | awk 'NR==2 {print $4}')
+    if [ -n "$free_kb" ] && [ "$free_kb" -lt $((need_gb * 1024 * 1024)) ]; then
+      echo "[setup] not enough disk space: $d has $((free_kb / 1024)) MB free; installing the pinned requirements" \
+           "(torch's CUDA build) needs about $need_gb GB there (a complete .venv is about 6.2 GB)."
+      echo "[setup] free some space (e.g. old clones with their own .venv, ~/.cache/pip) and run this again;" \
+           "CATLIB_SETUP_NEED_GB=N lowers the threshold at your own risk."
+      df -h "$d" | sed 's/^/[setup]   /'
+      exit 1
+    fi
+  done
   pipi() {  # pip install, hiding this machine's harmless local-index warnings, failing on pip's failure
     local log; log=$(mktemp)
     if ! .venv/bin/python -m pip install --quiet --disable-pip-version-check "$@" >"$log" 2>&1; then
