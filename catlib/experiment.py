@@ -5,7 +5,8 @@ split, accuracy reported on the test split. Shared by the command line and every
   per task of the training split.
 * :func:`merge_on` merges a benchmark's fine-tuned models with one configuration.
 * :func:`reference_rows` gives Pretrained, Individual and Traditional MTL.
-* :func:`tune` evaluates a grid on ``val`` and reports the best configuration on ``test``.
+* :func:`tune` evaluates a grid on ``val`` and reports the best configuration on ``test``; when the choice lies
+  on the edge of a numeric knob's values, :func:`search` tries values past it (``widen``, :func:`step_past`).
 * :data:`GRIDS` holds the validation grids; every method gets a grid over its merge coefficient and its main
   method-specific knob, no method more than the others.
 """
@@ -23,6 +24,8 @@ from .progress import progress
 from .stats import Statistics, collect_statistics
 
 ALPHAS = [round(0.05 * i, 2) for i in range(1, 21)]  # 0.05 .. 1.0
+# Values tried past a grid's edge, per numeric knob and direction, when the validation choice lies on that edge.
+WIDEN = 3
 
 # Validation grids (hyperparameters chosen on "val" for every method alike).
 GRIDS: Dict[str, Dict[str, List[Any]]] = {
@@ -60,6 +63,76 @@ def grid_points(grid: Mapping[str, Sequence[Any]]) -> List[Dict[str, Any]]:
     """Cartesian product of a grid ({} → one empty configuration)."""
     names = list(grid)
     return [dict(zip(names, vals)) for vals in itertools.product(*[grid[n] for n in names])]
+
+
+def judged_knobs(points: Sequence[Mapping[str, Any]]) -> Dict[str, List[Any]]:
+    """The knobs whose edges mean something: numeric (not bool) and tried at three or more values across
+    ``points`` (configurations). Returns ``{knob: sorted distinct values}``."""
+    out = {}
+    for k in dict.fromkeys(k for p in points for k in p):  # first-seen order
+        vals = [p[k] for p in points if k in p]
+        if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vals) and len(set(vals)) >= 3:
+            out[k] = sorted(set(vals))
+    return out
+
+
+def edge_of(value: Any, values: Sequence[Any]) -> Optional[str]:
+    """``"largest"`` / ``"smallest"`` when ``value`` is the largest / smallest of ``values``, else None."""
+    return "largest" if value == max(values) else "smallest" if value == min(values) else None
+
+
+def step_past(values: Sequence[float], edge: str) -> float:
+    """The next value past an edge of sorted numeric ``values`` (≥ 2): above, the last step again (0.5, 0.7 → 0.9);
+    below, the first step again, or half the smallest value when that would not stay positive (0.1, 0.2 → 0.05).
+    Integer grids give integers."""
+    vals = sorted(values)
+    if edge == "largest":
+        v = vals[-1] + (vals[-1] - vals[-2])
+    else:
+        v = vals[0] - (vals[1] - vals[0])
+        if vals[0] > 0 and v <= 0:
+            v = vals[0] / 2
+    if all(isinstance(x, int) for x in vals):
+        return int(round(v))
+    return round(float(v), 10)
+
+
+def search(grid: Mapping[str, Sequence[Any]], score, fixed: Optional[Mapping[str, Any]] = None,
+           widen: int = WIDEN, desc: str = "grid"):
+    """Score every configuration of ``grid`` (each merged into ``fixed``) with ``score(hp) -> float`` (higher is
+    better); then, while the best configuration's value of a judged knob (:func:`judged_knobs`) lies on an edge of
+    the values tried, try one more value past that edge (:func:`step_past`) with every combination of the other
+    knobs' values, at most ``widen`` times per knob and direction. The first maximum wins: ties go to the earlier
+    configuration, so a value past the edge must be strictly better to be chosen.
+
+    Returns ``(best_hp, best_score, scored, widened)``: ``scored`` lists every configuration with its
+    ``"val_average"``; ``widened`` is ``{knob: [values added past an edge]}``."""
+    fixed = dict(fixed or {})
+    values = {k: list(v) for k, v in grid.items()}
+    scored: List[Dict[str, Any]] = []
+
+    def add(points):
+        for point in progress(points, desc=desc, leave=False):
+            hp = {**fixed, **point}
+            scored.append({**hp, "val_average": score(hp)})
+
+    add(grid_points(values))
+    widened: Dict[str, List[Any]] = {}
+    used: Dict[tuple, int] = {}
+    while True:
+        best = max(scored, key=lambda r: r["val_average"])
+        judged = judged_knobs(grid_points(values))
+        edge = next(((k, e) for k in values if k in judged
+                     for e in [edge_of(best[k], judged[k])] if e and used.get((k, e), 0) < widen), None)
+        if edge is None:
+            break
+        k, e = edge
+        used[edge] = used.get(edge, 0) + 1
+        v = step_past(judged[k], e)
+        values[k] = values[k] + [v] if e == "largest" else [v] + values[k]
+        widened.setdefault(k, []).append(v)
+        add(grid_points({**values, k: [v]}))
+    return {k: v for k, v in best.items() if k != "val_average"}, best["val_average"], scored, widened
 
 
 _STATS_CACHE: Dict[tuple, Statistics] = {}
@@ -113,6 +186,7 @@ class TuneResult:
     test: Dict[str, float]                     # per-task test accuracy of the chosen configuration
     grid: List[Dict[str, Any]] = field(default_factory=list)  # every configuration with its val average
     seconds: float = 0.0
+    widened: Dict[str, List[Any]] = field(default_factory=dict)  # values tried past a grid edge, per knob
 
     @property
     def test_average(self) -> float:
@@ -122,24 +196,22 @@ class TuneResult:
 def tune(bench: Benchmark, method: str, grid: Optional[Mapping[str, Sequence[Any]]] = None,
          fixed: Optional[Mapping[str, Any]] = None, tasks: Optional[Sequence[str]] = None,
          eval_tasks: Optional[Sequence[str]] = None, n_exemplars: int = 4, seed: int = 0,
-         select_split: str = "val", report_split: str = "test") -> TuneResult:
-    """Choose ``method``'s hyperparameters on ``select_split`` (mean accuracy over the merged tasks) and report
-    the chosen configuration on ``report_split``. ``eval_tasks`` (default: ``tasks``) are the tasks tested,
-    e.g. seen + unseen for Table 8; selection always uses the merged tasks only."""
+         select_split: str = "val", report_split: str = "test", widen: int = WIDEN) -> TuneResult:
+    """Choose ``method``'s hyperparameters on ``select_split`` (mean accuracy over the merged tasks; the grid is
+    widened past an edge choice, see :func:`search`) and report the chosen configuration on ``report_split``.
+    ``eval_tasks`` (default: ``tasks``) are the tasks tested, e.g. seen + unseen for Table 8; selection always
+    uses the merged tasks only."""
     tasks = list(tasks or bench.tasks)
     eval_tasks = list(eval_tasks or tasks)
     grid = GRIDS.get(method, {}) if grid is None else grid
     t0 = time.perf_counter()
-    scored = []
-    for point in progress(grid_points(grid), desc=f"{method} grid", leave=False):
-        hp = {**dict(fixed or {}), **point}
-        merged = merge_on(bench, method, hp, tasks, n_exemplars, seed)
-        scored.append({**hp, "val_average": average(evaluate(bench, merged, select_split, tasks))})
-    best = max(scored, key=lambda r: r["val_average"])  # first maximum wins: ties go to the earlier grid point
-    hp = {k: v for k, v in best.items() if k != "val_average"}
+
+    def score(hp):
+        return average(evaluate(bench, merge_on(bench, method, hp, tasks, n_exemplars, seed), select_split, tasks))
+    hp, val, scored, widened = search(grid, score, fixed, widen, desc=f"{method} grid")
     merged = merge_on(bench, method, hp, tasks, n_exemplars, seed)
     test = evaluate(bench, merged, report_split, eval_tasks)
-    return TuneResult(method, hp, best["val_average"], test, scored, time.perf_counter() - t0)
+    return TuneResult(method, hp, val, test, scored, time.perf_counter() - t0, widened)
 
 
 def results_table(rows: Mapping[str, Mapping[str, float]], tasks: Iterable[str]):

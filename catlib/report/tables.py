@@ -14,15 +14,18 @@ from .tuning import edge_choices
 
 
 def chosen_table(results: Mapping[str, Mapping[str, Any]], decimals: int = 1):
-    """One row per method: the hyperparameters chosen on validation, whether a choice lies on its grid's edge
-    (:func:`~catlib.report.tuning.edge_choices`), the validation average, the grid size, and (over seeds) the test
-    average ± std. ``results``: method → :func:`tune_over_seeds` output."""
+    """One row per method: the hyperparameters chosen on validation, the values tried past the grid's edges
+    (``TuneResult.widened``), whether the choice still lies on an edge of what was tried
+    (:func:`~catlib.report.tuning.edge_choices`), the validation average, the number of configurations tried, and
+    (over seeds) the test average ± std. ``results``: method → :func:`tune_over_seeds` output."""
     import pandas as pd
     rows = {}
     for m, r in results.items():
         tr = r["tune"]
         edges = edge_choices(tr)
         rows[DISPLAY.get(m, m)] = {"chosen": ", ".join(f"{k}={v}" for k, v in tr.best.items()) or "-",
+                                   "added past edge": "; ".join(f"{k} {', '.join(f'{v:g}' for v in vals)}"
+                                                                for k, vals in tr.widened.items()) or "-",
                                    "on grid edge": ", ".join(f"{k} ({e})" for k, e in edges.items()) or "-",
                                    "grid points": len(tr.grid), "val avg": round(tr.val_average, decimals),
                                    "test avg": round(average(r["mean"]), decimals),

@@ -8,7 +8,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from ..benchmarks.base import Benchmark
 from ..evaluate import average
-from ..experiment import DISPLAY, GRIDS, TuneResult, grid_points
+from ..experiment import DISPLAY, GRIDS, WIDEN, TuneResult, edge_of, grid_points, judged_knobs, search
 from ..merge.registry import get_method
 from .cache import ResultCache
 from .runs import full_hparams, run
@@ -19,7 +19,8 @@ from .runs import full_hparams, run
 # the large size's ~14 s). Every method gets the same six α values, 0.1 apart where task arithmetic, TIES and CAT
 # peak and one point beyond (0.7) so that an optimum near 0.5 is bracketed; PCB, TSV-M and the Iso methods rescale
 # the merged vector, so they get six points on their own scale. Other knobs stay at their defaults; Fisher and
-# RegMean get their one knob. :func:`edge_choices` flags a choice on a grid's edge. Notebooks take ``grids=`` /
+# RegMean get their one knob. A choice on a grid's edge widens the search past it (:func:`tune`'s ``widen``, the
+# same rule for every method); :func:`edge_choices` flags a choice still on the edge. Notebooks take ``grids=`` /
 # ``full_grids=``.
 BOOK_ALPHAS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.7]
 BOOK_SCALES = [0.5, 0.75, 1.0, 1.25, 1.5, 2.0]
@@ -79,42 +80,33 @@ def default_subset(bench: Benchmark) -> List[str]:
 
 
 def edge_choices(result: TuneResult) -> Dict[str, str]:
-    """The chosen values that lie on an edge of their grid, ``{knob: "largest" | "smallest"}``, for numeric knobs
-    the grid tries at three or more values: there the optimum may lie beyond the grid, so a wider one may choose
-    better. Booleans and knobs with fewer values are not judged."""
-    edges = {}
-    for k, v in result.best.items():
-        vals = [p[k] for p in result.grid if k in p]
-        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vals) or len(set(vals)) < 3:
-            continue
-        if v == max(vals):
-            edges[k] = "largest"
-        elif v == min(vals):
-            edges[k] = "smallest"
-    return edges
+    """The chosen values that still lie on an edge of the values tried (the grid and what :func:`tune` added past
+    its edges), ``{knob: "largest" | "smallest"}``, for numeric knobs tried at three or more values: there the
+    optimum may lie beyond, so a wider search may choose better. Booleans and knobs with fewer values are not
+    judged (:func:`catlib.experiment.judged_knobs`)."""
+    judged = judged_knobs(result.grid)
+    return {k: e for k, v in result.best.items() if k in judged for e in [edge_of(v, judged[k])] if e}
 
 
 def tune(bench: Benchmark, method: str, grid: Optional[Mapping[str, Sequence[Any]]] = None,
          fixed: Optional[Mapping[str, Any]] = None, tasks: Optional[Sequence[str]] = None,
          eval_tasks: Optional[Sequence[str]] = None, n_exemplars: int = 4, seed: int = 0,
          select_split: str = "val", report_split: str = "test",
-         cache: Optional[ResultCache] = None) -> TuneResult:
+         cache: Optional[ResultCache] = None, widen: int = WIDEN) -> TuneResult:
     """:func:`catlib.experiment.tune` with every evaluation cached: choose on ``select_split`` (mean over the
-    merged tasks; the first maximum in grid order wins), report the choice on ``report_split`` over
-    ``eval_tasks``. ``grid`` defaults to ``experiment.GRIDS[method]``."""
+    merged tasks; the first maximum in grid order wins; up to ``widen`` values past an edge choice, per knob and
+    direction, :func:`catlib.experiment.search`), report the choice on ``report_split`` over ``eval_tasks``.
+    ``grid`` defaults to ``experiment.GRIDS[method]``."""
     tasks = list(tasks or bench.tasks)
     eval_tasks = list(eval_tasks or tasks)
     grid = GRIDS.get(method, {}) if grid is None else grid
     t0 = time.perf_counter()
-    scored = []
-    for point in grid_points(grid):
-        hp = {**dict(fixed or {}), **point}
-        acc = run(bench, method, hp, tasks, tasks, select_split, n_exemplars, seed, cache)
-        scored.append({**hp, "val_average": average(acc)})
-    best = max(scored, key=lambda r: r["val_average"])
-    hp = {k: v for k, v in best.items() if k != "val_average"}
+
+    def score(hp):
+        return average(run(bench, method, hp, tasks, tasks, select_split, n_exemplars, seed, cache))
+    hp, val, scored, widened = search(grid, score, fixed, widen, desc=f"{method} grid")
     test = run(bench, method, hp, tasks, eval_tasks, report_split, n_exemplars, seed, cache)
-    return TuneResult(method, hp, best["val_average"], test, scored, time.perf_counter() - t0)
+    return TuneResult(method, hp, val, test, scored, time.perf_counter() - t0, widened)
 
 
 def tune_over_seeds(bench: Benchmark, method: str, seeds: Sequence[int], **kw) -> Dict[str, Any]:
