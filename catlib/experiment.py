@@ -15,11 +15,12 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from .benchmarks.base import Benchmark, StateDict
+from .errors import HyperparameterError
 from .evaluate import average, evaluate
-from .merge.registry import get_method, merge
+from .merge.registry import get_method, merge, validate_hparams
 from .progress import progress
 from .stats import Statistics, collect_statistics
 
@@ -81,10 +82,10 @@ def edge_of(value: Any, values: Sequence[Any]) -> Optional[str]:
     return "largest" if value == max(values) else "smallest" if value == min(values) else None
 
 
-def step_past(values: Sequence[float], edge: str) -> float:
+def step_past(values: Sequence[float], edge: str) -> Optional[float]:
     """The next value past an edge of sorted numeric ``values`` (≥ 2): above, the last step again (0.5, 0.7 → 0.9);
     below, the first step again, or half the smallest value when that would not stay positive (0.1, 0.2 → 0.05).
-    Integer grids give integers."""
+    Integer grids give integers; None when no integer lies past the edge that way (1, 2, 3 → nothing below 1)."""
     vals = sorted(values)
     if edge == "largest":
         v = vals[-1] + (vals[-1] - vals[-2])
@@ -93,17 +94,31 @@ def step_past(values: Sequence[float], edge: str) -> float:
         if vals[0] > 0 and v <= 0:
             v = vals[0] / 2
     if all(isinstance(x, int) for x in vals):
-        return int(round(v))
+        v = int(v)  # toward zero: below a positive grid it stays positive or becomes 0 (rejected next)
+        inside = v <= vals[-1] if edge == "largest" else v >= vals[0] or (vals[0] > 0 and v <= 0)
+        return None if inside else v
     return round(float(v), 10)
 
 
-def search(grid: Mapping[str, Sequence[Any]], score, fixed: Optional[Mapping[str, Any]] = None,
-           widen: int = WIDEN, desc: str = "grid"):
+def accepts(method: str, hparams: Mapping[str, Any]) -> bool:
+    """Whether ``method`` accepts ``hparams`` (names and ranges of its registry entry)."""
+    try:
+        validate_hparams(get_method(method), hparams)
+    except HyperparameterError:
+        return False
+    return True
+
+
+def search(grid: Mapping[str, Sequence[Any]], score: Callable[[Dict[str, Any]], float],
+           fixed: Optional[Mapping[str, Any]] = None, widen: int = WIDEN, desc: str = "grid",
+           accept: Optional[Callable[[Dict[str, Any]], bool]] = None):
     """Score every configuration of ``grid`` (each merged into ``fixed``) with ``score(hp) -> float`` (higher is
     better); then, while the best configuration's value of a judged knob (:func:`judged_knobs`) lies on an edge of
     the values tried, try one more value past that edge (:func:`step_past`) with every combination of the other
-    knobs' values, at most ``widen`` times per knob and direction. The first maximum wins: ties go to the earlier
-    configuration, so a value past the edge must be strictly better to be chosen.
+    knobs' values, at most ``widen`` times per knob and direction. A value past the edge that ``accept(hp)``
+    rejects (e.g. out of the method's range, :func:`accepts`) ends the widening in that direction. The first
+    maximum wins: ties go to the earlier configuration, so a value past the edge must be strictly better to be
+    chosen.
 
     Returns ``(best_hp, best_score, scored, widened)``: ``scored`` lists every configuration with its
     ``"val_average"``; ``widened`` is ``{knob: [values added past an edge]}``."""
@@ -129,9 +144,13 @@ def search(grid: Mapping[str, Sequence[Any]], score, fixed: Optional[Mapping[str
         k, e = edge
         used[edge] = used.get(edge, 0) + 1
         v = step_past(judged[k], e)
+        points = grid_points({**values, k: [v]})
+        if v is None or (accept is not None and not all(accept({**fixed, **p}) for p in points)):
+            used[edge] = widen  # nothing valid past this edge
+            continue
         values[k] = values[k] + [v] if e == "largest" else [v] + values[k]
         widened.setdefault(k, []).append(v)
-        add(grid_points({**values, k: [v]}))
+        add(points)
     return {k: v for k, v in best.items() if k != "val_average"}, best["val_average"], scored, widened
 
 
@@ -208,7 +227,7 @@ def tune(bench: Benchmark, method: str, grid: Optional[Mapping[str, Sequence[Any
 
     def score(hp):
         return average(evaluate(bench, merge_on(bench, method, hp, tasks, n_exemplars, seed), select_split, tasks))
-    hp, val, scored, widened = search(grid, score, fixed, widen, desc=f"{method} grid")
+    hp, val, scored, widened = search(grid, score, fixed, widen, f"{method} grid", lambda p: accepts(method, p))
     merged = merge_on(bench, method, hp, tasks, n_exemplars, seed)
     test = evaluate(bench, merged, report_split, eval_tasks)
     return TuneResult(method, hp, val, test, scored, time.perf_counter() - t0, widened)

@@ -26,6 +26,7 @@ def test_step_past_repeats_the_edge_step_and_stays_positive():
     assert E.step_past([-1.0, 0.0, 1.0], "smallest") == -2.0  # a grid that is not positive keeps its step
     assert E.step_past([2, 4, 6], "largest") == 8 and isinstance(E.step_past([2, 4, 6], "largest"), int)
     assert E.step_past([2, 4, 6], "smallest") == 1
+    assert E.step_past([1, 2, 3], "smallest") is None          # no positive integer below 1
 
 
 def test_search_inside_the_grid_tries_the_grid_only():
@@ -61,3 +62,16 @@ def test_search_widens_below_and_with_every_value_of_the_other_knobs():
 def test_search_prefers_the_grid_on_ties():
     best, _, scored, widened = E.search({"alpha": ALPHAS}, lambda hp: 1.0)
     assert best == {"alpha": 0.1} and widened == {"alpha": [0.05]} and len(scored) == 7
+
+
+def test_search_does_not_widen_into_values_the_method_rejects():
+    grid = {"reduce_nondiag": [0.5, 0.9, 0.95, 1.0]}  # RegMean's factor lies in [0, 1]: 1.05 is out of range
+    assert E.accepts("regmean", {"reduce_nondiag": 1.0}) and not E.accepts("regmean", {"reduce_nondiag": 1.05})
+    score = lambda hp: hp["reduce_nondiag"]  # noqa: E731  (best at the top edge)
+    best, _, scored, widened = E.search(grid, score, accept=lambda hp: E.accepts("regmean", hp))
+    assert best == {"reduce_nondiag": 1.0} and widened == {} and len(scored) == 4
+    tr = E.TuneResult("regmean", best, 1.0, {}, scored)
+    assert R.edge_choices(tr) == {"reduce_nondiag": "largest"}  # still flagged for the reader
+    # integer knobs: nothing below 1, so only the top edge widens
+    best, _, _, widened = E.search({"c": [1, 2, 3]}, lambda hp: -hp["c"])
+    assert best == {"c": 1} and widened == {}

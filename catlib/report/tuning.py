@@ -8,7 +8,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from ..benchmarks.base import Benchmark
 from ..evaluate import average
-from ..experiment import DISPLAY, GRIDS, WIDEN, TuneResult, edge_of, grid_points, judged_knobs, search
+from ..experiment import DISPLAY, GRIDS, WIDEN, TuneResult, accepts, edge_of, grid_points, judged_knobs, search
 from ..merge.registry import get_method
 from .cache import ResultCache
 from .runs import full_hparams, run
@@ -104,7 +104,7 @@ def tune(bench: Benchmark, method: str, grid: Optional[Mapping[str, Sequence[Any
 
     def score(hp):
         return average(run(bench, method, hp, tasks, tasks, select_split, n_exemplars, seed, cache))
-    hp, val, scored, widened = search(grid, score, fixed, widen, desc=f"{method} grid")
+    hp, val, scored, widened = search(grid, score, fixed, widen, f"{method} grid", lambda p: accepts(method, p))
     test = run(bench, method, hp, tasks, eval_tasks, report_split, n_exemplars, seed, cache)
     return TuneResult(method, hp, val, test, scored, time.perf_counter() - t0, widened)
 
