@@ -94,9 +94,8 @@ def step_past(values: Sequence[float], edge: str) -> Optional[float]:
         if vals[0] > 0 and v <= 0:
             v = vals[0] / 2
     if all(isinstance(x, int) for x in vals):
-        v = int(v)  # toward zero: below a positive grid it stays positive or becomes 0 (rejected next)
-        inside = v <= vals[-1] if edge == "largest" else v >= vals[0] or (vals[0] > 0 and v <= 0)
-        return None if inside else v
+        v = int(v)  # toward zero: half of 1 is 0, which a positive grid does not take
+        return None if vals[0] > 0 and v <= 0 else v
     return round(float(v), 10)
 
 
