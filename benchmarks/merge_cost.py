@@ -15,6 +15,7 @@ exist, Linux ``clear_refs``) minus the process's memory before the inputs were c
     python benchmarks/merge_cost.py                     # all methods, CPU
     python benchmarks/merge_cost.py --methods cat ties --device cuda
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,7 +36,7 @@ HPARAMS = {"awd_ta": {"steps": 50}, "awd_ties": {"steps": 50}}  # AWD: fewer Ada
 
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def peak_rss_mb() -> float:
@@ -55,6 +56,7 @@ def reset_peak() -> None:
     of the merge is not the transient peak of generating the inputs or collecting the statistics."""
     import ctypes
     import gc
+
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -66,6 +68,7 @@ def reset_peak() -> None:
 
 def make_inputs(K: int, seed: int):
     import open_clip
+
     torch.manual_seed(seed)
     visual = open_clip.create_model("ViT-B-32", pretrained=None).visual.eval()
     p = {k: v.detach().clone() for k, v in visual.state_dict().items()}
@@ -92,7 +95,7 @@ def tensor_mb(obj, seen=None) -> float:
         if id(obj) in seen:
             return 0.0
         seen.add(id(obj))
-        return obj.numel() * obj.element_size() / 2 ** 20
+        return obj.numel() * obj.element_size() / 2**20
     if isinstance(obj, dict):
         return sum(tensor_mb(v, seen) for v in obj.values())
     if isinstance(obj, (list, tuple)):
@@ -104,23 +107,25 @@ def tensor_mb(obj, seen=None) -> float:
 
 def child(method: str, K: int, n_ex: int, seed: int, device: str) -> dict:
     import catlib
-    from catlib.stats import collect_statistics
+    from catlib.core.stats import collect_statistics
 
     torch.manual_seed(seed)
     base = rss_mb()
     visual, p, fts = make_inputs(K, seed)
-    inputs_mb = sum(v.numel() * v.element_size() for sd in [p] + fts for v in sd.values()) / 2 ** 20
+    inputs_mb = sum(v.numel() * v.element_size() for sd in [p] + fts for v in sd.values()) / 2**20
     spec = catlib.get_method(method)
     needs = spec.needs_for(HPARAMS.get(method))
     stats, stats_s = None, 0.0
     if needs:
         g = torch.Generator().manual_seed(seed + 2)
-        ex = [(torch.randn(n_ex, 3, 224, 224, generator=g), torch.randint(0, 10, (n_ex,), generator=g))
-              for _ in range(K)]
+        ex = [
+            (torch.randn(n_ex, 3, 224, 224, generator=g), torch.randint(0, 10, (n_ex,), generator=g)) for _ in range(K)
+        ]
         heads = [torch.nn.Linear(512, 10) for _ in range(K)]
         t = time.perf_counter()
-        stats = collect_statistics(visual, p, fts, ex if spec.labelled else [e[0] for e in ex], needs=needs,
-                                   heads=heads)
+        stats = collect_statistics(
+            visual, p, fts, ex if spec.labelled else [e[0] for e in ex], needs=needs, heads=heads
+        )
         stats_s = time.perf_counter() - t
     del visual
     reset_peak()
@@ -128,12 +133,18 @@ def child(method: str, K: int, n_ex: int, seed: int, device: str) -> dict:
     out = catlib.merge(method, p, fts, stats=stats, **HPARAMS.get(method, {}))
     seconds = time.perf_counter() - t
     assert set(out) == set(p)
-    return {"seconds": seconds, "peak_mb": peak_rss_mb() - base, "inputs_mb": inputs_mb, "stats_seconds": stats_s,
-            "stats_mb": tensor_mb(stats) if stats is not None else 0.0}
+    return {
+        "seconds": seconds,
+        "peak_mb": peak_rss_mb() - base,
+        "inputs_mb": inputs_mb,
+        "stats_seconds": stats_s,
+        "stats_mb": tensor_mb(stats) if stats is not None else 0.0,
+    }
 
 
 def stats_child(K: int, n_ex: int, seed: int) -> dict:
-    from catlib.stats import collect_statistics
+    from catlib.core.stats import collect_statistics
+
     visual, p, fts = make_inputs(K, seed)
     g = torch.Generator().manual_seed(seed + 2)
     ex = [torch.randn(n_ex, 3, 224, 224, generator=g) for _ in range(K)]
@@ -144,7 +155,8 @@ def stats_child(K: int, n_ex: int, seed: int) -> dict:
 
 def solver_check(seed: int) -> dict:
     """Top-c solver vs torch.linalg.eigh on a near-isotropic ViT-B/32-shaped problem (relative objective error)."""
-    from catlib.linalg import top_eigh
+    from catlib.core.linalg import top_eigh
+
     g = torch.Generator().manual_seed(seed)
     n, c = 3072, 4
     A = torch.randn(n, 7 * 200, generator=g) / 40  # near-isotropic: relative eigen-gaps well below 1 %
@@ -153,7 +165,7 @@ def solver_check(seed: int) -> dict:
     t = time.perf_counter()
     _, U = top_eigh(mv, n, c, dtype=torch.float32, tol=1e-5)
     krylov_s = time.perf_counter() - t
-    M = (A.double() @ A.double().T - B.double() @ B.double().T)
+    M = A.double() @ A.double().T - B.double() @ B.double().T
     t = time.perf_counter()
     w = torch.linalg.eigvalsh(M)
     eigh_s = time.perf_counter() - t
@@ -164,6 +176,7 @@ def solver_check(seed: int) -> dict:
 
 def main(argv=None) -> None:
     import catlib
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--methods", nargs="*", default=None)
     ap.add_argument("--tasks", type=int, default=8)
@@ -173,9 +186,10 @@ def main(argv=None) -> None:
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
-        res = {"__stats__": lambda: stats_child(a.tasks, a.exemplars, a.seed),
-               "__solver__": lambda: solver_check(a.seed)}.get(a.child, lambda: child(a.child, a.tasks, a.exemplars,
-                                                                                     a.seed, a.device))()
+        res = {
+            "__stats__": lambda: stats_child(a.tasks, a.exemplars, a.seed),
+            "__solver__": lambda: solver_check(a.seed),
+        }.get(a.child, lambda: child(a.child, a.tasks, a.exemplars, a.seed, a.device))()
         print("RESULT " + json.dumps(res))
         return
     names = a.methods or list(catlib.methods())
@@ -183,16 +197,31 @@ def main(argv=None) -> None:
         names = ["task_arithmetic"] + names
 
     def run(name: str) -> dict:
-        cmd = [sys.executable, os.path.abspath(__file__), "--child", name, "--tasks", str(a.tasks), "--exemplars",
-               str(a.exemplars), "--seed", str(a.seed), "--device", a.device]
+        cmd = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--child",
+            name,
+            "--tasks",
+            str(a.tasks),
+            "--exemplars",
+            str(a.exemplars),
+            "--seed",
+            str(a.seed),
+            "--device",
+            a.device,
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "CATLIB_PROGRESS": "0"})
         line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
         if proc.returncode or not line:
             raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
         return json.loads(line[-1][7:])
 
-    print(f"ViT-B/32 visual tower, {a.tasks} task vectors, {a.exemplars} exemplars/task, torch "
-          f"{torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    print(
+        f"ViT-B/32 visual tower, {a.tasks} task vectors, {a.exemplars} exemplars/task, torch "
+        f"{torch.__version__}, {torch.get_num_threads()} threads",
+        flush=True,
+    )
     results = {}
     for n in names:
         results[n] = run(n)
@@ -202,20 +231,30 @@ def main(argv=None) -> None:
     ta = results["task_arithmetic"]["seconds"]
     inputs = results["task_arithmetic"]["inputs_mb"]
     print()
-    print(f"{'method':<16} {'seconds':>9} {'× TA':>8} {'peak MB':>9} {'stats MB':>9} {'peak/inputs':>12} "
-          f"{'stats s':>8}")
+    print(
+        f"{'method':<16} {'seconds':>9} {'× TA':>8} {'peak MB':>9} {'stats MB':>9} {'peak/inputs':>12} {'stats s':>8}"
+    )
     for n, r in results.items():
         r.setdefault("stats_mb", 0.0)
-        print(f"{n:<16} {r['seconds']:>9.2f} {r['seconds'] / ta:>8.1f} {r['peak_mb']:>9.0f} {r['stats_mb']:>9.0f} "
-              f"{r['peak_mb'] / (inputs + r['stats_mb']):>12.2f} {r['stats_seconds']:>8.2f}")
-    print(f"inputs (θ0 + {a.tasks} models, fp32): {inputs:.0f} MB; a data-dependent method's inputs also include its "
-          f"statistics (stats MB), and peak/inputs divides by both")
+        print(
+            f"{n:<16} {r['seconds']:>9.2f} {r['seconds'] / ta:>8.1f} {r['peak_mb']:>9.0f} {r['stats_mb']:>9.0f} "
+            f"{r['peak_mb'] / (inputs + r['stats_mb']):>12.2f} {r['stats_seconds']:>8.2f}"
+        )
+    print(
+        f"inputs (θ0 + {a.tasks} models, fp32): {inputs:.0f} MB; a data-dependent method's inputs also include its "
+        f"statistics (stats MB), and peak/inputs divides by both"
+    )
     print(f"statistics for {a.tasks} experts (Gram + norm, {a.exemplars} images each): {st['seconds']:.2f} s")
-    print(f"top-c solver on a near-isotropic 3072×3072 operator: relative objective error "
-          f"{sol['rel_objective_error']:.2e} in {sol['krylov_seconds']:.2f} s (dense eigvalsh "
-          f"{sol['eigh_seconds']:.2f} s)")
-    print(json.dumps({n: {"seconds": round(r["seconds"], 3), "peak_mb": round(r["peak_mb"], 1)}
-                      for n, r in results.items()}))
+    print(
+        f"top-c solver on a near-isotropic 3072×3072 operator: relative objective error "
+        f"{sol['rel_objective_error']:.2e} in {sol['krylov_seconds']:.2f} s (dense eigvalsh "
+        f"{sol['eigh_seconds']:.2f} s)"
+    )
+    print(
+        json.dumps(
+            {n: {"seconds": round(r["seconds"], 3), "peak_mb": round(r["peak_mb"], 1)} for n, r in results.items()}
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,20 +1,25 @@
-"""Command line: ``python -m catlib evaluate|methods|merge-cost ...``.
+"""Command line: ``python -m catlib methods|evaluate|diagnose ...``.
 
     python -m catlib methods
     python -m catlib evaluate --benchmark tiny --method cat --alpha 0.3 --c 2 --json
     python -m catlib evaluate --benchmark tiny --method individual --json
     python -m catlib evaluate --benchmark vit-b-32 --checkpoint-root DIR --data-root DIR --method cat --json
     python -m catlib evaluate --benchmark openclip --model-name ViT-B-32 --checkpoint-root DIR --data-root DIR ...
+    python -m catlib diagnose --benchmark tiny --json
 
 ``evaluate`` prints per-task and average accuracy (%, JSON keys ``method``, ``per_task``, ``average``).
 ``pretrained``, ``individual`` and ``mtl`` are accepted as method names for the reference rows. Every
 hyperparameter of every method is a flag (``--alpha``, ``--c``, ``--lam``, ``--k``, ``--merge-func``, ...); only
-those of the chosen method may be given, and those not given take ``catlib.merge``'s defaults.
+those of the chosen method may be given, and those not given take ``catlib.merge``'s defaults. ``diagnose``
+prints the premise diagnostics of :func:`catlib.analysis.premise.diagnose` from the exemplars and statistics
+CAT's merge uses.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Dict, List, Optional
 
@@ -33,34 +38,67 @@ def _parse_value(text: str) -> Any:
     return text
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1 (0 or a negative count is a mistake, not "the default")."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1, got {v}")
+    return v
+
+
+def _usage_problem(a) -> Optional[str]:
+    """A mistake caught before anything is loaded (the device, the task list), or None."""
+    import torch
+
+    try:
+        dev = torch.device("cpu" if a.device == "auto" else a.device)
+    except RuntimeError:
+        return f"--device {a.device!r} is not a device; use auto, cpu, cuda or cuda:N"
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        return f"--device {a.device!r}: CUDA is not available on this machine; use --device cpu"
+    if a.tasks is not None and not a.tasks:
+        return "--tasks was given without task names; leave it out to use every task"
+    dup = sorted({t for t in a.tasks or [] if a.tasks.count(t) > 1})
+    if dup:
+        return f"--tasks names {dup} more than once; give each task once"
+    return None
+
+
 def _all_hyperparameters() -> Dict[str, str]:
-    from .merge.registry import _REGISTRY
+    """Every hyperparameter name of every method → its doc (the first method's that declares it)."""
+    from .merge.registry import REGISTRY
+
     names: Dict[str, str] = {}
-    for spec in _REGISTRY.values():
+    for spec in REGISTRY.specs():
         for n, h in spec.hyperparameters.items():
             names.setdefault(n, h.doc)
     return names
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _benchmark_options() -> argparse.ArgumentParser:
+    """The options that choose and load a benchmark, shared by ``evaluate`` and ``diagnose``."""
     from .benchmarks import benchmark_names
-    ap = argparse.ArgumentParser(prog="python -m catlib", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="command", required=True)
-    sub.add_parser("methods", help="list merge methods, their hyperparameters and defaults (JSON)")
-    ev = sub.add_parser("evaluate", help="merge on a benchmark and report accuracy per task")
-    ev.add_argument("--benchmark", default="tiny", choices=benchmark_names())
-    ev.add_argument("--method", required=True, help="a merge method, or pretrained / individual / mtl")
-    ev.add_argument("--tasks", nargs="*", default=None, help="tasks to merge (default: all)")
-    ev.add_argument("--split", default="test", choices=["train", "val", "test"])
-    ev.add_argument("--exemplars", type=int, default=4, help="exemplars per task for data-dependent methods")
-    ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--device", default="auto")
-    ev.add_argument("--batch-size", type=int, default=None, help="evaluation batch size (default: the benchmark's)")
-    ev.add_argument("--json", action="store_true", help="print JSON only")
-    real = ev.add_argument_group("real checkpoints (vit-b-32, vit-b-16, vit-l-14, openclip)")
-    real.add_argument("--model-name", default=None, help="--benchmark openclip: the open_clip architecture (or a "
-                      "name described by open_clip_config.json in the checkpoint root)")
+
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--benchmark", default="tiny", choices=benchmark_names())
+    p.add_argument("--tasks", nargs="*", default=None, help="tasks to merge (default: all)")
+    p.add_argument("--exemplars", type=_positive_int, default=4, help="exemplars per task for data-dependent methods")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--batch-size", type=_positive_int, default=None, help="evaluation batch size (default: the benchmark's)"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON only")
+    real = p.add_argument_group("real checkpoints (vit-b-32, vit-b-16, vit-l-14, openclip)")
+    real.add_argument(
+        "--model-name",
+        default=None,
+        help="--benchmark openclip: the open_clip architecture (or a "
+        "name described by open_clip_config.json in the checkpoint root)",
+    )
     real.add_argument("--no-amp", action="store_true", help="evaluate in fp32 on CUDA too (default: fp16 autocast)")
     real.add_argument("--checkpoint-root", default=None)
     real.add_argument("--data-root", default=None)
@@ -68,10 +106,37 @@ def build_parser() -> argparse.ArgumentParser:
     real.add_argument("--trust-pickle", action="store_true", help="allow unpickling whole modules (trusted files)")
     real.add_argument("--openclip-weights", default=None, help="open_clip pretrained weight file (text tower)")
     real.add_argument("--cache-dir", default=None)
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m catlib", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = ap.add_subparsers(dest="command", required=True)
+    sub.add_parser("methods", help="list merge methods, their hyperparameters and defaults (JSON)")
+    shared = _benchmark_options()
+    ev = sub.add_parser("evaluate", parents=[shared], help="merge on a benchmark and report accuracy per task")
+    ev.add_argument("--method", required=True, help="a merge method, or pretrained / individual / mtl")
+    ev.add_argument("--split", default="test", choices=["train", "val", "test"])
     hp = ev.add_argument_group("hyperparameters (those of --method only)")
     for name, doc in sorted(_all_hyperparameters().items()):
-        hp.add_argument("--" + name.replace("_", "-"), dest="hp_" + name, default=None, metavar="V",
-                        help=(doc or "").replace("%", "%%") or None)
+        hp.add_argument(
+            "--" + name.replace("_", "-"),
+            dest="hp_" + name,
+            default=None,
+            metavar="V",
+            help=(doc or "").replace("%", "%%") or None,
+        )
+    dg = sub.add_parser(
+        "diagnose",
+        parents=[shared],
+        help="the premise diagnostics of CAT Merging on a benchmark: "
+        "input-subspace overlap, Gram and task-vector cosines, interference and what CAT removes",
+    )
+    dg.add_argument("--c", type=int, default=2, help="CAT's basis size for the captured-interference share")
+    dg.add_argument("--lam", type=float, default=1.0, help="CAT's λ for the captured-interference share")
+    dg.add_argument("--energy", type=float, default=0.9, help="share of a task's input energy its top subspace holds")
     return ap
 
 
@@ -79,7 +144,9 @@ def _benchmark_kwargs(a) -> Dict[str, Any]:
     kw: Dict[str, Any] = {"device": a.device}
     if a.tasks:
         kw["tasks"] = a.tasks
-    if not a.benchmark.startswith("tiny"):
+    from .benchmarks import NEEDS_ROOTS
+
+    if a.benchmark in NEEDS_ROOTS:
         if not a.checkpoint_root or not a.data_root:
             raise SystemExit(f"--benchmark {a.benchmark} needs --checkpoint-root and --data-root")
         if a.benchmark == "openclip" and not a.model_name:
@@ -98,23 +165,23 @@ def _benchmark_kwargs(a) -> Dict[str, Any]:
 
 
 def evaluate_command(a) -> Dict[str, Any]:
-    from . import experiment
     from .benchmarks import load_benchmark
-    from .evaluate import average, evaluate
+    from .benchmarks.evaluate import average, evaluate
     from .merge.registry import get_method
+    from .protocol import REFERENCE, Session
+
     hps = {k[3:]: _parse_value(v) for k, v in vars(a).items() if k.startswith("hp_") and v is not None}
-    if a.method not in experiment.REFERENCE:
+    if a.method not in REFERENCE:
         get_method(a.method)  # an unknown name fails before any loading
     bench = load_benchmark(a.benchmark, **_benchmark_kwargs(a))
     tasks = list(bench.tasks)
-    if a.method in experiment.REFERENCE:
+    if a.method in REFERENCE:
         if hps:
             raise SystemExit(f"{a.method} takes no hyperparameters (got {sorted(hps)})")
         if a.method == "pretrained":
             per_task = evaluate(bench, bench.pretrained, a.split, tasks, batch_size=a.batch_size)
         elif a.method == "individual":
-            per_task = {t: evaluate(bench, bench.finetuned[t], a.split, [t], batch_size=a.batch_size)[t]
-                        for t in tasks}
+            per_task = {t: evaluate(bench, bench.finetuned[t], a.split, [t], batch_size=a.batch_size)[t] for t in tasks}
         else:
             if bench.mtl is None:
                 raise SystemExit(f"benchmark {a.benchmark} has no jointly fine-tuned (mtl) model")
@@ -125,33 +192,104 @@ def evaluate_command(a) -> Dict[str, Any]:
         unknown = sorted(set(hps) - set(spec.hyperparameters))
         if unknown:
             raise SystemExit(f"{a.method} has no hyperparameter(s) {unknown}; it has {sorted(spec.hyperparameters)}")
-        merged = experiment.merge_on(bench, a.method, hps, tasks, a.exemplars, a.seed)
-        per_task = evaluate(bench, merged, a.split, tasks, batch_size=a.batch_size)
-        used = {**spec.defaults(), **hps}
-    return {"method": a.method, "benchmark": a.benchmark, "split": a.split, "hyperparameters": used,
-            "per_task": {t: round(v, 4) for t, v in per_task.items()}, "average": round(average(per_task), 4)}
+        S = Session(bench, cache=None)
+        run = S.spec(a.method, hps, tasks, a.exemplars, a.seed)
+        per_task = evaluate(bench, S.merged(run), a.split, tasks, batch_size=a.batch_size)
+        used = run.hp
+    return {
+        "method": a.method,
+        "benchmark": a.benchmark,
+        "split": a.split,
+        "hyperparameters": used,
+        "per_task": {t: round(v, 4) for t, v in per_task.items()},
+        "average": round(average(per_task), 4),
+    }
+
+
+def diagnose_command(a) -> Dict[str, Any]:
+    from .analysis.premise import diagnose
+    from .benchmarks import load_benchmark
+    from .core.statedict import task_vectors
+    from .protocol import Session
+
+    bench = load_benchmark(a.benchmark, **_benchmark_kwargs(a))
+    S = Session(bench, cache=None)
+    spec = S.spec("cat", {"c": a.c, "lam": a.lam}, None, a.exemplars, a.seed)  # CAT's statistics and exemplars
+    vectors = task_vectors(bench.pretrained, bench.finetuned_list(spec.tasks))
+    out = diagnose(vectors, S.statistics(spec), c=a.c, lam=a.lam, tasks=list(spec.tasks), energy=a.energy)
+    return {"benchmark": a.benchmark, "exemplars": a.exemplars, "seed": a.seed, **out}
+
+
+def _print_diagnosis(out: Dict[str, Any]) -> None:
+    s = out["summary"]
+    print(
+        f"premise diagnostics on {out['benchmark']} ({len(out['tasks'])} tasks, {s['num_layers']} linear layers, "
+        f"{out['exemplars']} exemplars per task, seed {out['seed']}); means over layers and task pairs:"
+    )
+    rows = [
+        ("energy of task k's inputs in task i's top input subspace", s["subspace_energy"], s["subspace_energy_chance"]),
+        ("cosine of the tasks' input Gram matrices", s["gram_cosine"], s["gram_cosine_chance"]),
+        ("task-vector cosine (whole model)", s["task_vector_cosine"], 0.0),
+        ("interference ratio Σ_{i≠k} ‖τ_i X_k‖² / ‖τ_k X_k‖²", s["interference_ratio"], None),
+        (
+            f"share of it in CAT's top-{out['settings']['c']} directions",
+            s["captured_interference"],
+            s["captured_chance"],
+        ),
+    ]
+    for name, v, chance in rows:
+        print(f"  {name:<58} {v:8.3f}" + (f"   (chance {chance:.3f})" if chance is not None else ""))
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from .errors import CatlibError
+    from .core.errors import CatlibError
+
     a = build_parser().parse_args(argv)
     if a.command == "methods":
         from .merge import methods
-        print(json.dumps(methods(), indent=2, ensure_ascii=False))
-        return 0
+
+        return _emit(lambda: print(json.dumps(methods(), indent=2, ensure_ascii=False)))
+    problem = _usage_problem(a)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
-        out = evaluate_command(a)
-    except (CatlibError, KeyError, ValueError, TypeError, FileNotFoundError) as e:
+        out = evaluate_command(a) if a.command == "evaluate" else diagnose_command(a)
+    except (CatlibError, KeyError, ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a missing, unreadable or unwritable file or folder: the problem and the path
+        where = f": {e.filename}" if getattr(e, "filename", None) else ""
+        print(f"error: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
+    return _emit(lambda: _print_result(a, out))
+
+
+def _emit(write) -> int:
+    """Run ``write`` (printing to stdout): 0, or 1 when the reader left (`... | head`, said nowhere) or a number
+    is not finite (never printed as JSON's non-standard Infinity/NaN)."""
+    try:
+        write()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_result(a, out: Dict[str, Any]) -> None:
     if a.json:
-        print(json.dumps(out))
+        print(json.dumps(out, allow_nan=False))
+    elif a.command == "diagnose":
+        _print_diagnosis(out)
     else:
         print(f"{out['method']} on {out['benchmark']} ({out['split']}), hyperparameters {out['hyperparameters']}")
         for t, v in out["per_task"].items():
             print(f"  {t:<14} {v:6.2f}")
         print(f"  {'average':<14} {out['average']:6.2f}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ notebooks/.exec-cache.json. Merge/evaluation results are shared between notebook
 
 Run it through `bash scripts/book.sh`, which sets up .venv and the "catlib" kernel first.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,20 +40,26 @@ KERNEL = "catlib"
 VARIANTS = {
     "02_table2": {
         "source": "01_table1",
-        "parameters": {"benchmark": "tiny-large", "paper": "table2_vit_l14", "paper_balance_row": "ViT-L/14",
-                       "results_name": "table2"},
-        "requires": "large",   # a tiny zoo size (data/tiny/<size>/manifest.json, or $CATLIB_TINY_ROOT/<size>)
+        "parameters": {
+            "benchmark": "tiny-large",
+            "paper": "table2_vit_l14",
+            "paper_balance_row": "ViT-L/14",
+            "results_name": "table2",
+        },
+        "requires": "large",  # a tiny zoo size (data/tiny/<size>/manifest.json, or $CATLIB_TINY_ROOT/<size>)
         "title": "Table 2: eight tasks, the larger encoder",
-        "stub": ("The paper's Table 2 repeats Table 1 with CLIP ViT-L/14. In this book it is the same notebook as "
-                 "[Table 1](01_table1.ipynb), executed by papermill with `benchmark=\"tiny-large\"` (a wider and "
-                 "deeper tiny encoder). **The tiny-large zoo (`data/tiny/large/`) is not built in this checkout, so "
-                 "this page has no results yet.** Build it with `python -m catlib.benchmarks.tiny.zoo build --size "
-                 "large`, then run `bash scripts/book.sh`; or run the real ViT-L/14 setting on a GPU "
-                 "(see [Reproduce on a GPU](../book/reproduce_gpu.md)):\n\n"
-                 "```bash\npapermill notebooks/01_table1.ipynb table2.ipynb -k catlib -p benchmark vit-l-14 \\\n"
-                 "  -p checkpoint_root /path/to/ckpt -p data_root /path/to/data -p paper table2_vit_l14 \\\n"
-                 "  -p paper_balance_row ViT-L/14 -p results_name table2\n```\n\nThe paper's table, as printed, and "
-                 "the rows whose printed average is not the mean of their columns:"),
+        "stub": (
+            "The paper's Table 2 repeats Table 1 with CLIP ViT-L/14. In this book it is the same notebook as "
+            '[Table 1](01_table1.ipynb), executed by papermill with `benchmark="tiny-large"` (a wider and '
+            "deeper tiny encoder). **The tiny-large zoo (`data/tiny/large/`) is not built in this checkout, so "
+            "this page has no results yet.** Build it with `python -m catlib.benchmarks.tiny.zoo build --size "
+            "large`, then run `bash scripts/book.sh`; or run the real ViT-L/14 setting on a GPU "
+            "(see [Reproduce on a GPU](../book/reproduce_gpu.md)):\n\n"
+            "```bash\npapermill notebooks/01_table1.ipynb table2.ipynb -k catlib -p benchmark vit-l-14 \\\n"
+            "  -p checkpoint_root /path/to/ckpt -p data_root /path/to/data -p paper table2_vit_l14 \\\n"
+            "  -p paper_balance_row ViT-L/14 -p results_name table2\n```\n\nThe paper's table, as printed, and "
+            "the rows whose printed average is not the mean of their columns:"
+        ),
     },
 }
 
@@ -60,6 +67,7 @@ VARIANTS = {
 def zoo_manifest(size: str) -> Path:
     """Where a tiny zoo's manifest is (the loader's own rule, which honours CATLIB_TINY_ROOT)."""
     from catlib.benchmarks.tiny.zoo import default_root
+
     return default_root(size) / "manifest.json"
 
 
@@ -101,11 +109,14 @@ def plan() -> list:
 
 def tiny_sizes() -> dict:
     """Benchmark name -> tiny zoo size (data/tiny/<size>), from the zoo's own recipes."""
-    from catlib.benchmarks.tiny.zoo import CONFIGS
+    from catlib.benchmarks.tiny.build.recipes import CONFIGS
+
     return {cfg["benchmark"]: size for size, cfg in CONFIGS.items()}
 
 
-READS_EVERY_ZOO = ("00_", "99_")  # the benchmark page (every zoo's acceptance checks) and the claims page
+READS_EVERY_ZOO = ("00_", "11_", "99_")  # the benchmark page (every zoo's acceptance checks), the premise page
+# (every benchmark's diagnostics) and the claims page
+READS_RESULTS = ("11_", "99_")  # pages that read other notebooks' results files (so they run after them)
 
 
 def zoo_sizes(name: str, params: dict) -> list:
@@ -124,11 +135,11 @@ def input_hash(name: str, src: Path, params: dict) -> str:
         "cells": source_cells(src),
         "parameters": params,
         "kernel": KERNEL,
-        "catlib": sha_files((REPO / "catlib").rglob("*.py")),
+        "catlib": sha_files([*(REPO / "catlib").rglob("*.py"), *(REPO / "catlib").rglob("*.json")]),
         "manifests": sha_files([p for p in map(zoo_manifest, zoo_sizes(name, params)) if p.exists()]),
         "paper": sha_files((REPO / "data" / "paper").glob("*.csv")),
     }
-    if name.startswith("99"):
+    if name.startswith(READS_RESULTS):
         parts["results"] = sha_files((NB_DIR / "results").glob("*.json"))
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
@@ -143,27 +154,43 @@ def has_outputs(path: Path) -> bool:
 def write_stub(name: str, v: dict) -> None:
     import nbformat
     from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-    nb = new_notebook(cells=[new_markdown_cell(f"# {v['title']}\n\n{v['stub']}"),
-                             new_code_cell("from catlib import report as R\n\n"
-                                           f"paper_df = R.paper_table({v['parameters']['paper']!r})\n"
-                                           "display(paper_df)\nR.printed_average_check(paper_df)")])
+
+    nb = new_notebook(
+        cells=[
+            new_markdown_cell(f"# {v['title']}\n\n{v['stub']}"),
+            new_code_cell(
+                "from catlib import report as R\n\n"
+                f"paper_df = R.paper_table({v['parameters']['paper']!r})\n"
+                "display(paper_df)\nR.printed_average_check(paper_df)"
+            ),
+        ]
+    )
     nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": "catlib (.venv)", "language": "python"}
     nb.metadata["catlib_stub"] = True
     path = NB_DIR / f"{name}.ipynb"
     nbformat.write(nb, path)
     import papermill as pm
+
     pm.execute_notebook(str(path), str(path), kernel_name=KERNEL, cwd=str(NB_DIR), progress_bar=False)
 
 
 def execute(name: str, src: Path, params: dict) -> float:
     import papermill as pm
+
     out = NB_DIR / f"{name}.ipynb"
     fd, tmp = tempfile.mkstemp(dir=NB_DIR, prefix=f".{name}.", suffix=".ipynb")
     os.close(fd)
     t0 = time.perf_counter()
     try:
-        pm.execute_notebook(str(src), tmp, parameters=params or None, kernel_name=KERNEL, cwd=str(NB_DIR),
-                            progress_bar=False, log_output=False)
+        pm.execute_notebook(
+            str(src),
+            tmp,
+            parameters=params or None,
+            kernel_name=KERNEL,
+            cwd=str(NB_DIR),
+            progress_bar=False,
+            log_output=False,
+        )
     except BaseException:
         failed = NB_DIR / "_executed" / f"{name}.failed.ipynb"
         failed.parent.mkdir(exist_ok=True)
@@ -181,12 +208,15 @@ def retitle(path: Path, v: dict) -> None:
     """Give an executed variant its own page title (the source notebook's first heading would repeat the source's
     title in the book) and say which notebook and parameters it is."""
     import nbformat
+
     nb = nbformat.read(path, as_version=4)
     first = next(c for c in nb.cells if c.cell_type == "markdown")
     lines = first.source.splitlines()
     params = ", ".join(f"`{k}={v['parameters'][k]!r}`" for k in v["parameters"])
-    note = (f"*This page is the notebook `{v['source']}.ipynb` ([its page]({v['source']}.ipynb)) executed by "
-            f"papermill with {params}; the text below is that notebook's.*")
+    note = (
+        f"*This page is the notebook `{v['source']}.ipynb` ([its page]({v['source']}.ipynb)) executed by "
+        f"papermill with {params}; the text below is that notebook's.*"
+    )
     rest = lines[1:] if lines and lines[0].startswith("# ") else lines
     while rest and not rest[0].strip():
         rest.pop(0)
@@ -194,9 +224,9 @@ def retitle(path: Path, v: dict) -> None:
     nbformat.write(nb, path)
 
 
-# Notebooks that run after all the others, one at a time: the claims page reads every results file, and the cost page
-# measures merge time and memory (a notebook running beside it would slow it down).
-RUN_ALONE = ("10_cost", "99_")
+# Notebooks that run after all the others, one at a time: the premise and claims pages read other notebooks' results
+# files, and the cost page measures merge time and memory (a notebook running beside it would slow it down).
+RUN_ALONE = ("10_cost", "11_", "99_")
 
 
 def alone(name: str) -> bool:
@@ -253,14 +283,23 @@ def run_lanes(lanes_: list, jobs: int, finished, stop) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--force", nargs="*", default=None, metavar="NAME",
-                    help="re-execute these notebooks (names or prefixes, or 'all') even if unchanged")
+    ap.add_argument(
+        "--force",
+        nargs="*",
+        default=None,
+        metavar="NAME",
+        help="re-execute these notebooks (names or prefixes, or 'all') even if unchanged",
+    )
     ap.add_argument("--no-execute", action="store_true", help="do not execute notebooks")
     ap.add_argument("--no-build", action="store_true", help="do not build the book")
     ap.add_argument("--keep-going", action="store_true", help="continue after a notebook fails")
     ap.add_argument("--strict", action="store_true", help="jupyter-book build -W (warnings are errors)")
-    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
-                    help="notebooks executed side by side, one per tiny zoo (default: 2, or 1 on one core)")
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="notebooks executed side by side, one per tiny zoo (default: 2, or 1 on one core)",
+    )
     args = ap.parse_args(argv)
 
     os.environ.pop("MPLBACKEND", None)  # Agg here would make the notebooks' figures vanish silently
@@ -306,8 +345,11 @@ def main(argv=None) -> int:
                 failures.append(name)
                 return
             # the claims notebook's hash includes the results files, which other notebooks may have rewritten
-            cache[name] = {"hash": input_hash(name, src, params), "seconds": round(secs, 1),
-                           "executed": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            cache[name] = {
+                "hash": input_hash(name, src, params),
+                "seconds": round(secs, 1),
+                "executed": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
             save_cache()
             log(f"{tags[name]}: done in {secs:.0f} s")
 
@@ -326,8 +368,9 @@ def main(argv=None) -> int:
     if not args.no_build:
         t = time.perf_counter()
         jb = Path(sys.executable).with_name("jupyter-book")
-        cmd = [str(jb if jb.exists() else "jupyter-book"), "build", "--all", str(REPO)] + (["-W", "-n", "--keep-going"]
-                                                                                if args.strict else [])
+        cmd = [str(jb if jb.exists() else "jupyter-book"), "build", "--all", str(REPO)] + (
+            ["-W", "-n", "--keep-going"] if args.strict else []
+        )
         log("building the book: " + " ".join(cmd[:4]))
         r = subprocess.run(cmd, cwd=REPO)
         if r.returncode != 0:

@@ -22,6 +22,7 @@ any output changed (or a cell fails).
 * The notebooks write their results files into a temporary copy of notebooks/results/, so the committed ones are
   never modified by a test run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,11 +42,18 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("notebooks", nargs="*", type=Path)
     ap.add_argument("--fresh", action="store_true", help="empty merge/evaluation cache (recompute everything)")
-    ap.add_argument("--strict", action="store_true",
-                    help="compare outputs exactly (default: a shown number may differ by 2 units of its last digit)")
+    ap.add_argument(
+        "--strict",
+        action="store_true",
+        help="compare outputs exactly (default: a shown number may differ by 2 units of its last digit)",
+    )
     ap.add_argument("--cell-timeout", type=int, default=3600, help="seconds per cell (default 3600)")
-    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
-                    help="pytest processes side by side, one per tiny zoo (default: 2, or 1 on one core)")
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="pytest processes side by side, one per tiny zoo (default: 2, or 1 on one core)",
+    )
     ap.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: extra pytest arguments")
     args = ap.parse_args(argv)
 
@@ -55,9 +63,13 @@ def main(argv=None) -> int:
         return 0
     env = dict(os.environ)
     env.pop("MPLBACKEND", None)
-    env.update(CATLIB_PROGRESS="0", HF_HUB_OFFLINE="1", PYDEVD_DISABLE_FILE_VALIDATION="1",
-               CATLIB_NBVAL_UNITS="0" if args.strict else env.get("CATLIB_NBVAL_UNITS", "2"),
-               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "scripts" / "plugins"), env.get("PYTHONPATH")])))
+    env.update(
+        CATLIB_PROGRESS="0",
+        HF_HUB_OFFLINE="1",
+        PYDEVD_DISABLE_FILE_VALIDATION="1",
+        CATLIB_NBVAL_UNITS="0" if args.strict else env.get("CATLIB_NBVAL_UNITS", "2"),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "scripts" / "plugins"), env.get("PYTHONPATH")])),
+    )
     with tempfile.TemporaryDirectory(prefix="catlib-nbval-") as tmp:
         results = Path(tmp) / "results"
         results.mkdir()
@@ -66,20 +78,36 @@ def main(argv=None) -> int:
         env["CATLIB_RESULTS_DIR"] = str(results)
         if args.fresh:
             env["CATLIB_REPORT_CACHE"] = str(Path(tmp) / "cache")
-        base = [sys.executable, "-m", "pytest", "--nbval", "--nbval-current-env",
-                "--nbval-sanitize-with", str(NB_DIR / "nbval_sanitize.cfg"),
-                "--nbval-cell-timeout", str(args.cell_timeout), "-p", "no:cacheprovider", "-p", "nbval_tolerance",
-                "-q",
-                "--rootdir", str(REPO), *[a for a in args.pytest_args if a != "--"]]
+        base = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--nbval",
+            "--nbval-current-env",
+            "--nbval-sanitize-with",
+            str(NB_DIR / "nbval_sanitize.cfg"),
+            "--nbval-cell-timeout",
+            str(args.cell_timeout),
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "nbval_tolerance",
+            "-q",
+            "--rootdir",
+            str(REPO),
+            *[a for a in args.pytest_args if a != "--"],
+        ]
         groups = phases(notebooks)
-        print(f"[nbval] {len(notebooks)} notebook(s){' with an empty result cache' if args.fresh else ''}, "
-              f"{' then '.join(' | '.join(','.join(p.stem[:2] for p in lane) for lane in ph) for ph in groups)} "
-              f"(lanes separated by | run side by side)", flush=True)
+        print(
+            f"[nbval] {len(notebooks)} notebook(s){' with an empty result cache' if args.fresh else ''}, "
+            f"{' then '.join(' | '.join(','.join(p.stem[:2] for p in lane) for lane in ph) for ph in groups)} "
+            f"(lanes separated by | run side by side)",
+            flush=True,
+        )
         t = time.perf_counter()
         rc = 0
         for phase in groups:
-            rc = max(rc, run_side_by_side([base + [str(p) for p in lane] for lane in phase], env,
-                                          args.jobs, Path(tmp)))
+            rc = max(rc, run_side_by_side([base + [str(p) for p in lane] for lane in phase], env, args.jobs, Path(tmp)))
         print(f"[nbval] {'passed' if rc == 0 else 'FAILED'} in {time.perf_counter() - t:.0f} s", flush=True)
         return rc
 
@@ -89,6 +117,7 @@ def phases(notebooks: list) -> list:
     by side, then the notebooks that run alone (cost, claims), one after another."""
     sys.path.insert(0, str(REPO / "scripts"))
     import build_book as B
+
     params = {name: p for name, _, p in B.plan()}
     side = [(nb.stem, nb, params.get(nb.stem, {})) for nb in notebooks if not B.alone(nb.stem)]
     out = [[[it[1] for it in lane] for lane in B.lanes(side)]]

@@ -10,6 +10,7 @@ of each size is measured the same way beside it. θ0's strength is what "the lar
 default one can be ruled out for that target at the cost of the two pretrainings only. The result is written
 atomically as JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,43 +24,52 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from catlib.benchmarks.evaluate import average  # noqa: E402
 from catlib.benchmarks.tiny import data as D  # noqa: E402
-from catlib.benchmarks.tiny import zoo as Z  # noqa: E402
+from catlib.benchmarks.tiny.build.recipes import CONFIGS, recipe_with  # noqa: E402
+from catlib.benchmarks.tiny.build.results import accuracies  # noqa: E402
+from catlib.benchmarks.tiny.build.train import fp16_round, make_heads, pretrained_stage  # noqa: E402
+from catlib.benchmarks.tiny.zoo import default_root, load_state, read_manifest, verify_zoo  # noqa: E402
 
 
 def theta0_accuracy(cfg: dict, theta0: dict) -> dict:
-    heads = Z.make_heads(cfg, theta0, D.TASK_NAMES)
+    heads = make_heads(cfg, theta0, D.TASK_NAMES)
     out = {}
     for split in ("val", "test"):
-        acc = Z.accuracies(cfg, theta0, heads, D.TASK_NAMES, split)
-        out[split] = dict(per_task=acc, average=Z.mean(acc))
+        acc = accuracies(cfg, theta0, heads, D.TASK_NAMES, split)
+        out[split] = dict(per_task=acc, average=average(acc))
     return out
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="recipe change (JSON)")
-    ap.add_argument("--sizes", nargs="+", default=["default", "large"], choices=sorted(Z.CONFIGS))
+    ap.add_argument("--sizes", nargs="+", default=["default", "large"], choices=sorted(CONFIGS))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, required=True, help="JSON file to write")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     report = dict(changes=args.set, threads=args.threads, sizes={})
     for size in args.sizes:
-        cfg = Z.recipe_with(size, args.set, error=ap.error)
+        cfg = recipe_with(size, args.set, error=ap.error)
         t = time.time()
-        theta0 = Z.fp16_round(Z.pretrained_stage(size, cfg, args.threads, log=lambda s: print(s, flush=True)))
+        theta0 = fp16_round(pretrained_stage(size, cfg, args.threads, log=lambda s: print(s, flush=True)))
         seconds = time.time() - t
-        root = Z.default_root(size)
-        manifest = Z.read_manifest(root, size)
-        Z.verify_zoo(root, manifest)
-        shipped = Z.load_state(root, manifest, "pretrained")  # measured with the heads recipe it shipped with
-        report["sizes"][size] = dict(pretrain_seconds=round(seconds, 1), probe=theta0_accuracy(cfg, theta0),
-                                     shipped=theta0_accuracy(manifest["config"], shipped))
+        root = default_root(size)
+        manifest = read_manifest(root, size)
+        verify_zoo(root, manifest)
+        shipped = load_state(root, manifest, "pretrained")  # measured with the heads recipe it shipped with
+        report["sizes"][size] = dict(
+            pretrain_seconds=round(seconds, 1),
+            probe=theta0_accuracy(cfg, theta0),
+            shipped=theta0_accuracy(manifest["config"], shipped),
+        )
         r = report["sizes"][size]
-        print(f"{size}: θ0 val {r['probe']['val']['average']:.2f} test {r['probe']['test']['average']:.2f} "
-              f"(shipped θ0: val {r['shipped']['val']['average']:.2f} test {r['shipped']['test']['average']:.2f})",
-              flush=True)
+        print(
+            f"{size}: θ0 val {r['probe']['val']['average']:.2f} test {r['probe']['test']['average']:.2f} "
+            f"(shipped θ0: val {r['shipped']['val']['average']:.2f} test {r['shipped']['test']['average']:.2f})",
+            flush=True,
+        )
     tmp = args.out.with_name(args.out.name + f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(report, indent=1))
     os.replace(tmp, args.out)

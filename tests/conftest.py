@@ -11,15 +11,18 @@ torch.set_num_threads(1)
 def tiny_vit(seed: int = 0, width: int = 32, layers: int = 2, output_dim: int = 16):
     """A small open_clip VisionTransformer (the module structure of ViT-B/32)."""
     from open_clip.transformer import VisionTransformer
+
     torch.manual_seed(seed)
-    return VisionTransformer(image_size=16, patch_size=4, width=width, layers=layers, heads=4, mlp_ratio=2,
-                             output_dim=output_dim).eval()
+    return VisionTransformer(
+        image_size=16, patch_size=4, width=width, layers=layers, heads=4, mlp_ratio=2, output_dim=output_dim
+    ).eval()
 
 
 def perturbed(sd, scale: float, seed: int):
     g = torch.Generator().manual_seed(seed)
-    return {k: v + scale * torch.randn(v.shape, generator=g) if v.is_floating_point() else v.clone()
-            for k, v in sd.items()}
+    return {
+        k: v + scale * torch.randn(v.shape, generator=g) if v.is_floating_point() else v.clone() for k, v in sd.items()
+    }
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +45,7 @@ def vit_setup():
 def roots(tmp_path_factory):
     """Stand-in checkpoint and dataset roots in every real on-disk layout (generated, never committed)."""
     from standins import make_standin_roots
+
     return make_standin_roots(tmp_path_factory.mktemp("standins"))
 
 
@@ -50,11 +54,16 @@ def reduced_zoo_config(n_train: int = 120, alphas=(0.2, 0.5)):
     import copy
 
     from catlib.benchmarks.tiny import zoo as Z
+
     cfg = copy.deepcopy(Z.CONFIGS["default"])
     cfg["data"].update(n_train=n_train, n_val=n_train // 3, n_test=n_train // 3)
     cfg["model"].update(width=32, layers=2, heads=2, output_dim=16)
-    cfg["pretrain"].update(n_source=256 if n_train >= 120 else 128, steps=4 if n_train >= 120 else 3, batch=32,
-                           warmup=1 if n_train < 120 else 2)
+    cfg["pretrain"].update(
+        n_source=256 if n_train >= 120 else 128,
+        steps=4 if n_train >= 120 else 3,
+        batch=32,
+        warmup=1 if n_train < 120 else 2,
+    )
     cfg["finetune"].update(steps=3, batch=16, warmup=1)
     cfg["mtl"].update(steps=2, batch_per_task=4, warmup=1)
     cfg["merge"]["alphas"] = list(alphas)
@@ -68,6 +77,7 @@ def small_zoo(tmp_path_factory):
     """A reduced tiny zoo built once per session (seconds); CATLIB_CACHE points at a temporary folder for its data
     while the session runs."""
     from catlib.benchmarks.tiny import zoo as Z
+
     cache = tmp_path_factory.mktemp("catlib-cache")
     old = os.environ.get("CATLIB_CACHE")
     os.environ["CATLIB_CACHE"] = str(cache)
@@ -100,8 +110,15 @@ def run_notebook(name: str, out, parameters: dict) -> dict:
 
     import papermill as pm
     from jupyter_client.kernelspec import find_kernel_specs
+
     kernel = "catlib" if "catlib" in find_kernel_specs() else "python3"
-    pm.execute_notebook(str(NOTEBOOKS / f"{name}.ipynb"), str(out), parameters=parameters, kernel_name=kernel,
-                        cwd=str(NOTEBOOKS), progress_bar=False)
+    pm.execute_notebook(
+        str(NOTEBOOKS / f"{name}.ipynb"),
+        str(out),
+        parameters=parameters,
+        kernel_name=kernel,
+        cwd=str(NOTEBOOKS),
+        progress_bar=False,
+    )
     with open(out) as f:
         return json.load(f)

@@ -5,8 +5,10 @@ papermill run) call :func:`make_standin_roots` on a temporary directory.
 Written independently of catlib's loaders where it matters: pickled modules use a fake ``src.modeling`` module
 (as task_vectors' checkpoints do, and removed again before loading), the head files follow task_vectors'
 ``build_classification_head`` with ``open_clip.tokenize``, and the HF files use the key mapping of
-``catlib.checkpoints`` (its round trip and forward equivalence are tested separately in test_checkpoints.py).
+``catlib.benchmarks.clip.checkpoints`` (its round trip and forward equivalence are tested separately in
+test_checkpoints.py).
 """
+
 from __future__ import annotations
 
 import copy
@@ -39,6 +41,7 @@ ALL_STANDIN_TASKS = ("SUN397", "Cars", "RESISC45", "EuroSAT", "SVHN", "GTSRB", "
 def tiny_clip(seed: int = 0, config: Dict = TINY_CONFIG) -> nn.Module:
     """A randomly initialised tiny open_clip CLIP (QuickGELU, like OpenAI's weights), fp32, eval mode."""
     from open_clip.model import CLIP
+
     torch.manual_seed(seed)
     return CLIP(**copy.deepcopy(config), quick_gelu=True).eval()
 
@@ -98,6 +101,7 @@ class _FakeSrc:
 def task_vectors_head_weights(clip_model: nn.Module, class_names: Sequence[str], templates: Sequence[str]):
     """task_vectors' ``build_classification_head``: (C, E) weights including ``logit_scale.exp()``."""
     import open_clip
+
     ctx = clip_model.context_length
     rows = []
     for c in class_names:
@@ -123,6 +127,7 @@ def _class_image(rng: np.random.Generator, label: int, n_classes: int, size: int
 
 def _write_png(path: Path, arr: np.ndarray) -> None:
     from PIL import Image
+
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr).save(path)
 
@@ -155,7 +160,8 @@ def make_data_root(data_root: Path, tasks: Sequence[str] = DEFAULT_TASKS, seed: 
     """Tiny datasets in the task_vectors layout (any of the eight tasks: MNIST raw idx files, SVHN .mat files,
     GTSRB's torchvision tree, ImageFolder trees for SUN397, Cars (folder-based), RESISC45, EuroSAT, DTD).
     Returns task → the training images as ``[(uint8 HxWx3 array, label), ...]`` (used to fine-tune the stand-ins)."""
-    from catlib.real_tasks import EUROSAT_FOLDER_TO_NAME
+    from catlib.benchmarks.clip.tasks import EUROSAT_FOLDER_TO_NAME
+
     rng = np.random.default_rng(seed)
     data_root = Path(data_root)
     train: Dict[str, list] = {}
@@ -169,15 +175,17 @@ def make_data_root(data_root: Path, tasks: Sequence[str] = DEFAULT_TASKS, seed: 
         elif t == "EuroSAT":
             folders = sorted(EUROSAT_FOLDER_TO_NAME)
             for split, n in (("train", 2), ("val", 1), ("test", 2)):
-                _write_image_folder(data_root / "EuroSAT_splits" / split, folders, n, rng, split,
-                                    keep if split == "train" else None)
+                _write_image_folder(
+                    data_root / "EuroSAT_splits" / split, folders, n, rng, split, keep if split == "train" else None
+                )
         elif t == "SUN397":  # task_vectors' prepared tree: <letter>_<name> folders, test = val
             folders = [f"{f[0]}_{f.replace(' ', '_')}" for f in SUN397_STANDIN_CLASSES]
             _write_image_folder(data_root / "sun397" / "train", folders, 10, rng, "tr", keep)
             _write_image_folder(data_root / "sun397" / "val", folders, 2, rng, "te")
         elif t == "Cars":  # the folder-based fallback of task_vectors' Cars
-            _write_image_folder(data_root / "stanford_cars_folder_based" / "train", CARS_STANDIN_CLASSES, 10, rng,
-                                "tr", keep)
+            _write_image_folder(
+                data_root / "stanford_cars_folder_based" / "train", CARS_STANDIN_CLASSES, 10, rng, "tr", keep
+            )
             _write_image_folder(data_root / "stanford_cars_folder_based" / "test", CARS_STANDIN_CLASSES, 2, rng, "te")
         elif t == "RESISC45":  # one image tree + split lists of file names
             base = data_root / "resisc45"
@@ -190,6 +198,7 @@ def make_data_root(data_root: Path, tasks: Sequence[str] = DEFAULT_TASKS, seed: 
         elif t == "GTSRB":  # torchvision's layout: Training/<5-digit class>/*.ppm, Final_Test/Images + csv
             base = data_root / "gtsrb"
             from PIL import Image
+
             rows = ["Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId"]
             for label in range(3):
                 for j in range(10):
@@ -207,12 +216,15 @@ def make_data_root(data_root: Path, tasks: Sequence[str] = DEFAULT_TASKS, seed: 
             (base / "GT-final_test.csv").write_text("\n".join(rows) + "\n")
         elif t == "SVHN":  # torchvision's .mat files: X (32, 32, 3, N) uint8, y (N, 1) in 1..10 (10 = digit 0)
             import scipy.io
+
             (data_root / "svhn").mkdir(parents=True, exist_ok=True)
             for split, n in (("train", 30), ("test", 10)):
                 digits = np.arange(n) % 10
                 x = np.stack([_class_image(rng, int(d), 10, 32) for d in digits], axis=3)
-                scipy.io.savemat(str(data_root / "svhn" / f"{split}_32x32.mat"),
-                                 {"X": x, "y": np.where(digits == 0, 10, digits).astype(np.uint8)[:, None]})
+                scipy.io.savemat(
+                    str(data_root / "svhn" / f"{split}_32x32.mat"),
+                    {"X": x, "y": np.where(digits == 0, 10, digits).astype(np.uint8)[:, None]},
+                )
                 if split == "train":
                     keep.extend((x[..., i], int(d)) for i, d in enumerate(digits))
         else:
@@ -222,22 +234,34 @@ def make_data_root(data_root: Path, tasks: Sequence[str] = DEFAULT_TASKS, seed: 
 
 def standin_class_names(task: str) -> List[str]:
     """The class names catlib should derive for the stand-in datasets (folder-based ones have 3 classes)."""
-    from catlib.real_tasks import CLASS_NAMES
-    folder_based = {"DTD": DTD_STANDIN_CLASSES, "SUN397": SUN397_STANDIN_CLASSES, "Cars": CARS_STANDIN_CLASSES,
-                    "RESISC45": [f.replace("_", " ") for f in RESISC45_STANDIN_FOLDERS]}
+    from catlib.benchmarks.clip.tasks import CLASS_NAMES
+
+    folder_based = {
+        "DTD": DTD_STANDIN_CLASSES,
+        "SUN397": SUN397_STANDIN_CLASSES,
+        "Cars": CARS_STANDIN_CLASSES,
+        "RESISC45": [f.replace("_", " ") for f in RESISC45_STANDIN_FOLDERS],
+    }
     return list(folder_based.get(task, CLASS_NAMES[task]))
 
 
 # ------------------------------------------------------------------------------------------------------------
 # checkpoints
 # ------------------------------------------------------------------------------------------------------------
-def finetuned_clips(base: nn.Module, train: Dict[str, list], heads: Dict[str, torch.Tensor], seed: int = 0,
-                    steps: int = 40, lr: float = 3e-3) -> Dict[str, nn.Module]:
+def finetuned_clips(
+    base: nn.Module,
+    train: Dict[str, list],
+    heads: Dict[str, torch.Tensor],
+    seed: int = 0,
+    steps: int = 40,
+    lr: float = 3e-3,
+) -> Dict[str, nn.Module]:
     """Copies of ``base`` whose visual tower was fine-tuned for a few full-batch Adam steps on the stand-in
     training images through the frozen zero-shot head (the task_vectors recipe in miniature). ``proj`` stays θ0's,
     as in FusionBench's models (so every layout holds the same state dicts)."""
     import open_clip
     from PIL import Image
+
     tf = open_clip.image_transform(base.visual.image_size[0], is_train=False)
     out = {}
     for i, (t, items) in enumerate(train.items()):
@@ -263,13 +287,21 @@ def _write_config(root: Path, config: Dict) -> None:
     (root / "open_clip_config.json").write_text(json.dumps({"model_cfg": config}, indent=2))
 
 
-def write_task_vectors_layout(root: Path, model_name: str, base: nn.Module, finetuned: Dict[str, nn.Module],
-                              heads: Dict[str, torch.Tensor], pickled: bool, config: Dict) -> Path:
+def write_task_vectors_layout(
+    root: Path,
+    model_name: str,
+    base: nn.Module,
+    finetuned: Dict[str, nn.Module],
+    heads: Dict[str, torch.Tensor],
+    pickled: bool,
+    config: Dict,
+) -> Path:
     """<root>/<model>/{zeroshot.pt, <Task>/finetuned.pt, head_<Task>.pt}; whole pickled modules or state dicts."""
     mdir = Path(root) / model_name
     mdir.mkdir(parents=True, exist_ok=True)
     _write_config(Path(root), config)
     with _FakeSrc() as src:
+
         def encoder(m):
             return src.ImageEncoder(copy.deepcopy(m), keep_lang=False)
 
@@ -285,21 +317,36 @@ def write_task_vectors_layout(root: Path, model_name: str, base: nn.Module, fine
     return Path(root)
 
 
-def write_hf_layout(root: Path, model_name: str, base: nn.Module, finetuned: Dict[str, nn.Module],
-                    config: Dict, cache_style_tasks: Sequence[str] = ()) -> Path:
+def write_hf_layout(
+    root: Path,
+    model_name: str,
+    base: nn.Module,
+    finetuned: Dict[str, nn.Module],
+    config: Dict,
+    cache_style_tasks: Sequence[str] = (),
+) -> Path:
     """openai/<hf>/ (full CLIPModel) and tanganke/<hf>_<task>/ (CLIPVisionModel) with model.safetensors +
     config.json; tasks in ``cache_style_tasks`` go to an HF cache entry without the ``vision_model.`` prefix."""
-    from catlib.checkpoints import (HF_MODEL_NAMES, hf_vision_config, openclip_to_hf_clip, openclip_visual_to_hf,
-                                    save_hf_model_dir)
-    from catlib.real_tasks import HF_TASK_NAMES
+    from catlib.benchmarks.clip.checkpoints import (
+        HF_MODEL_NAMES,
+        hf_vision_config,
+        openclip_to_hf_clip,
+        openclip_visual_to_hf,
+        save_hf_model_dir,
+    )
+    from catlib.benchmarks.clip.tasks import HF_TASK_NAMES
+
     root = Path(root)
     _write_config(root, config)
     hn = HF_MODEL_NAMES.get(model_name, model_name)
     vcfg = hf_vision_config(config)
     full = openclip_to_hf_clip(base.state_dict())
     full["text_model.embeddings.position_ids"] = torch.arange(config["text_cfg"]["context_length"])[None]
-    save_hf_model_dir(root / "openai" / hn, full, {"architectures": ["CLIPModel"], "vision_config": vcfg,
-                                                   "projection_dim": config["embed_dim"]})
+    save_hf_model_dir(
+        root / "openai" / hn,
+        full,
+        {"architectures": ["CLIPModel"], "vision_config": vcfg, "projection_dim": config["embed_dim"]},
+    )
     for t, m in finetuned.items():
         name = f"{hn}_{HF_TASK_NAMES[t]}"
         if t in cache_style_tasks:
@@ -313,13 +360,19 @@ def write_hf_layout(root: Path, model_name: str, base: nn.Module, finetuned: Dic
             vis = openclip_visual_to_hf(m.visual.state_dict())
             vis.pop("visual_projection.weight")  # CLIPVisionModel has no projection
             vis["vision_model.embeddings.position_ids"] = torch.arange(
-                (config["vision_cfg"]["image_size"] // config["vision_cfg"]["patch_size"]) ** 2 + 1)[None]
+                (config["vision_cfg"]["image_size"] // config["vision_cfg"]["patch_size"]) ** 2 + 1
+            )[None]
             save_hf_model_dir(root / "tanganke" / name, vis, {"architectures": ["CLIPVisionModel"], **vcfg})
     return root
 
 
-def make_standin_roots(tmp_dir, tasks: Sequence[str] = DEFAULT_TASKS, seed: int = 0,
-                       model_name: str = TINY_MODEL_NAME, config: Dict = TINY_CONFIG) -> Dict:
+def make_standin_roots(
+    tmp_dir,
+    tasks: Sequence[str] = DEFAULT_TASKS,
+    seed: int = 0,
+    model_name: str = TINY_MODEL_NAME,
+    config: Dict = TINY_CONFIG,
+) -> Dict:
     """Write every stand-in under ``tmp_dir`` and describe them.
 
     Returns ``dict(checkpoint_root, data_root, model_name, tasks, model_config, pickle_root, hf_root,
@@ -336,7 +389,8 @@ def make_standin_roots(tmp_dir, tasks: Sequence[str] = DEFAULT_TASKS, seed: int 
     base = tiny_clip(seed, config).requires_grad_(False)
     with torch.no_grad():
         base.logit_scale.fill_(float(np.log(100.0)))
-    from catlib.real_tasks import TEMPLATES
+    from catlib.benchmarks.clip.tasks import TEMPLATES
+
     names = {t: standin_class_names(t) for t in tasks}
     heads = {t: task_vectors_head_weights(base, names[t], TEMPLATES[t]) for t in tasks}
     data_root = tmp / "data"
@@ -348,10 +402,32 @@ def make_standin_roots(tmp_dir, tasks: Sequence[str] = DEFAULT_TASKS, seed: int 
     ocw = tmp / "openclip" / f"{model_name}.pt"
     ocw.parent.mkdir(parents=True, exist_ok=True)
     torch.save(base.state_dict(), ocw)
-    return dict(checkpoint_root=str(ckpt), data_root=str(data_root), model_name=model_name, tasks=tasks,
-                model_config=copy.deepcopy(config), pickle_root=str(pick), hf_root=str(hf),
-                openclip_weights=str(ocw), class_names=names, base=base, finetuned=ft)
+    return dict(
+        checkpoint_root=str(ckpt),
+        data_root=str(data_root),
+        model_name=model_name,
+        tasks=tasks,
+        model_config=copy.deepcopy(config),
+        pickle_root=str(pick),
+        hf_root=str(hf),
+        openclip_weights=str(ocw),
+        class_names=names,
+        base=base,
+        finetuned=ft,
+    )
 
 
-__all__ = ["TINY_MODEL_NAME", "TINY_CONFIG", "DEFAULT_TASKS", "ALL_STANDIN_TASKS", "standin_class_names", "tiny_clip", "make_standin_roots", "make_data_root",
-           "write_task_vectors_layout", "write_hf_layout", "task_vectors_head_weights", "finetuned_clips"]
+__all__ = [
+    "TINY_MODEL_NAME",
+    "TINY_CONFIG",
+    "DEFAULT_TASKS",
+    "ALL_STANDIN_TASKS",
+    "standin_class_names",
+    "tiny_clip",
+    "make_standin_roots",
+    "make_data_root",
+    "write_task_vectors_layout",
+    "write_hf_layout",
+    "task_vectors_head_weights",
+    "finetuned_clips",
+]

@@ -7,8 +7,10 @@ from catlib.merge.awd import disentangle
 def correlated_vectors(K=4, D=400, seed=0):
     g = torch.Generator().manual_seed(seed)
     shared = torch.randn(D, generator=g)
-    return [{"w": (shared + 0.8 * torch.randn(D, generator=g)).reshape(20, 20), "b": torch.randn(3, generator=g)}
-            for _ in range(K)]
+    return [
+        {"w": (shared + 0.8 * torch.randn(D, generator=g)).reshape(20, 20), "b": torch.randn(3, generator=g)}
+        for _ in range(K)
+    ]
 
 
 def mean_abs_offdiag(M):

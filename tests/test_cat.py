@@ -1,17 +1,17 @@
 """CAT: the removal basis is optimal for its objective, Algorithm 1's order, components, and the eigensolver."""
+
 import pytest
 import torch
 
 import catlib
-from catlib.linalg import top_eigh, top_eigh_dense
+from catlib.core.linalg import top_eigh, top_eigh_dense
 from catlib.merge.cat import removal_bases
-from catlib.stats import collect_statistics
+from catlib.core.stats import collect_statistics
 
 
 def objective_matrix(taus, grams, k, lam):
     """M_k = Σ_{i≠k} τ_i (G_k − λ G_i) τ_iᵀ, dense, fp64 (PyTorch (out, in) layout)."""
-    return sum(taus[i].double() @ (grams[k] - lam * grams[i]) @ taus[i].double().T
-               for i in range(len(taus)) if i != k)
+    return sum(taus[i].double() @ (grams[k] - lam * grams[i]) @ taus[i].double().T for i in range(len(taus)) if i != k)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,8 @@ def test_shift_mask_removes_top_c_of_others(vit_setup):
 
 def test_rescale_norm_restores_norms(vit_setup):
     from catlib.merge.cat import trim
-    from catlib.statedict import task_vectors
+    from catlib.core.statedict import task_vectors
+
     s = vit_setup
     p, fts = s["pretrained"], s["finetuned"]
     stats = collect_statistics(s["module"], p, fts, s["exemplars"])
@@ -123,8 +124,15 @@ def test_scaled_features_require_matching_statistics(vit_setup):
     stats = collect_statistics(s["module"], s["pretrained"], s["finetuned"], s["exemplars"])
     with pytest.raises(catlib.MissingStatisticsError, match="expert_scale"):
         catlib.merge("cat", s["pretrained"], s["finetuned"], stats=stats, features="scaled", alpha=0.3)
-    out = catlib.merge("cat", s["pretrained"], s["finetuned"], module=s["module"], exemplars=s["exemplars"],
-                       features="scaled", alpha=0.3)
+    out = catlib.merge(
+        "cat",
+        s["pretrained"],
+        s["finetuned"],
+        module=s["module"],
+        exemplars=s["exemplars"],
+        features="scaled",
+        alpha=0.3,
+    )
     assert set(out) == set(s["pretrained"])
 
 
@@ -150,7 +158,7 @@ def test_top_eigh_matches_eigh_on_near_isotropic_inputs(spread, k):
 def test_top_eigh_low_rank_difference_operator():
     g = torch.Generator().manual_seed(5)
     n = 700
-    A = torch.randn(n, 800, generator=g, dtype=torch.float64)   # A Aᵀ ≈ 800 I: nearly isotropic
+    A = torch.randn(n, 800, generator=g, dtype=torch.float64)  # A Aᵀ ≈ 800 I: nearly isotropic
     B = torch.randn(n, 300, generator=g, dtype=torch.float64)
     mv = lambda V: A @ (A.T @ V) - 0.5 * (B @ (B.T @ V))
     w, U = top_eigh(mv, n, 3, tol=1e-8)
@@ -163,7 +171,8 @@ def test_top_eigh_low_rank_difference_operator():
 @pytest.mark.parametrize("solver", ["dense", "krylov"])
 def test_parallel_solves_equal_serial(layer_problem, solver):
     """With several torch threads the K solves run side by side in a thread pool; the bases are the same."""
-    from catlib.linalg import torch_threads
+    from catlib.core.linalg import torch_threads
+
     taus, factors, _ = layer_problem
     with torch_threads(1):
         serial = removal_bases(taus, factors, 3, 1.0, solver=solver, tol=1e-7)

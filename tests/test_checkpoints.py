@@ -1,4 +1,5 @@
 """Checkpoint loaders, the open_clip <-> HF key mapping, zero-shot heads (issue 6), on generated stand-ins."""
+
 from __future__ import annotations
 
 import os
@@ -14,9 +15,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from standins import TINY_CONFIG, TINY_MODEL_NAME, task_vectors_head_weights, tiny_clip  # noqa: E402
 
-from catlib import checkpoints as ck  # noqa: E402
-from catlib import zeroshot as zs  # noqa: E402
-from catlib.real_tasks import CLASS_NAMES, EXPECTED_NUM_CLASSES, TASKS, TEMPLATES  # noqa: E402
+from catlib.benchmarks.clip import checkpoints as ck  # noqa: E402
+from catlib.benchmarks.clip import zeroshot as zs  # noqa: E402
+from catlib.benchmarks.clip.tasks import CLASS_NAMES, EXPECTED_NUM_CLASSES, TASKS, TEMPLATES  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -31,11 +32,20 @@ def _shapes():
 def test_class_name_counts_and_templates():
     assert {t: len(CLASS_NAMES[t]) for t in TASKS} == EXPECTED_NUM_CLASSES
     assert all(len(set(CLASS_NAMES[t])) == len(CLASS_NAMES[t]) for t in TASKS)
-    assert {t: len(TEMPLATES[t]) for t in TASKS} == {"SUN397": 2, "Cars": 8, "RESISC45": 18, "EuroSAT": 3,
-                                                      "SVHN": 1, "GTSRB": 3, "MNIST": 1, "DTD": 8}
+    assert {t: len(TEMPLATES[t]) for t in TASKS} == {
+        "SUN397": 2,
+        "Cars": 8,
+        "RESISC45": 18,
+        "EuroSAT": 3,
+        "SVHN": 1,
+        "GTSRB": 3,
+        "MNIST": 1,
+        "DTD": 8,
+    }
     assert CLASS_NAMES["Cars"][0] == "AM General Hummer SUV 2000" and CLASS_NAMES["SUN397"][-1] == "youth hostel"
-    assert TEMPLATES["RESISC45"][6] == "satellite imagery of a {c}." and all("{c}" in t for ts in TEMPLATES.values()
-                                                                              for t in ts)
+    assert TEMPLATES["RESISC45"][6] == "satellite imagery of a {c}." and all(
+        "{c}" in t for ts in TEMPLATES.values() for t in ts
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -80,7 +90,7 @@ def _hf_layers(sd, prefix, x, n_layers, heads, causal):
     for i in range(n_layers):
         p = f"{prefix}encoder.layers.{i}."
         h = F.layer_norm(x, (W,), sd[p + "layer_norm1.weight"], sd[p + "layer_norm1.bias"])
-        q = F.linear(h, sd[p + "self_attn.q_proj.weight"], sd[p + "self_attn.q_proj.bias"]) * hd ** -0.5
+        q = F.linear(h, sd[p + "self_attn.q_proj.weight"], sd[p + "self_attn.q_proj.bias"]) * hd**-0.5
         k = F.linear(h, sd[p + "self_attn.k_proj.weight"], sd[p + "self_attn.k_proj.bias"])
         v = F.linear(h, sd[p + "self_attn.v_proj.weight"], sd[p + "self_attn.v_proj.bias"])
         q, k, v = (t.view(B, L, heads, hd).transpose(1, 2) for t in (q, k, v))
@@ -117,10 +127,16 @@ def test_hf_mapping_forward_equivalence_vision_and_text():
         assert torch.allclose(out, ref, atol=1e-5, rtol=1e-4)
 
         import open_clip
-        tok = open_clip.tokenize(["a photo of a cat.", 'a photo of the number: "7".'], context_length=t["context_length"])
+
+        tok = open_clip.tokenize(
+            ["a photo of a cat.", 'a photo of the number: "7".'], context_length=t["context_length"]
+        )
         ref_t = model.encode_text(tok)
         p = "text_model."
-        x = F.embedding(tok, hf[p + "embeddings.token_embedding.weight"]) + hf[p + "embeddings.position_embedding.weight"]
+        x = (
+            F.embedding(tok, hf[p + "embeddings.token_embedding.weight"])
+            + hf[p + "embeddings.position_embedding.weight"]
+        )
         x = _hf_layers(hf, p, x, t["layers"], t["heads"], causal=True)
         x = F.layer_norm(x, (t["width"],), hf[p + "final_layer_norm.weight"], hf[p + "final_layer_norm.bias"])
         pooled = x[torch.arange(2), tok.argmax(-1)]
@@ -137,8 +153,9 @@ def _assert_same(a, b):
         assert a[k].dtype == torch.float32 and torch.equal(a[k], b[k].float()), k
 
 
-@pytest.mark.parametrize("which,kw", [("checkpoint_root", {}), ("pickle_root", {"trust_pickle": True}),
-                                      ("hf_root", {})])
+@pytest.mark.parametrize(
+    "which,kw", [("checkpoint_root", {}), ("pickle_root", {"trust_pickle": True}), ("hf_root", {})]
+)
 def test_layouts_load_identical_state_dicts(roots, which, kw):
     c = ck.load_checkpoints(roots[which], TINY_MODEL_NAME, roots["tasks"], **kw)
     expected_keys = set(tiny_clip(0).visual.state_dict())
@@ -167,8 +184,9 @@ def test_openclip_weight_file(roots):
     _assert_same(parts.visual, ck.split_openclip(full)[0])
     _assert_same(parts.text, ck.split_openclip(full)[1])
     # as θ0 + text source of a task_vectors root that lacks zeroshot.pt
-    c = ck.load_checkpoints(roots["checkpoint_root"], TINY_MODEL_NAME, ["MNIST"],
-                            openclip_weights=roots["openclip_weights"])
+    c = ck.load_checkpoints(
+        roots["checkpoint_root"], TINY_MODEL_NAME, ["MNIST"], openclip_weights=roots["openclip_weights"]
+    )
     assert c.text is not None and "openclip_weights" in c.sources
 
 

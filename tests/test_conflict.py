@@ -1,9 +1,10 @@
 """Knowledge-conflict diagnostics and the Theorem 4.4 bound on a small network."""
+
 import pytest
 import torch
 
-from catlib import conflict
-from catlib.statedict import apply
+from catlib.analysis import conflict
+from catlib.core.statedict import apply
 
 
 def test_conflict_matrix_definition(vit_setup):
@@ -12,8 +13,9 @@ def test_conflict_matrix_definition(vit_setup):
     M = conflict.conflict_matrix(s["module"], heads, p, fts, batches)
     assert torch.equal(M.diagonal(), torch.zeros(3, dtype=torch.float64))
     tau1 = {k: fts[1][k] - p[k] for k in p}
-    direct = (conflict.loss(s["module"], heads[0], apply(fts[0], tau1), *batches[0])
-              - conflict.loss(s["module"], heads[0], fts[0], *batches[0]))
+    direct = conflict.loss(s["module"], heads[0], apply(fts[0], tau1), *batches[0]) - conflict.loss(
+        s["module"], heads[0], fts[0], *batches[0]
+    )
     assert float(M[0, 1]) == pytest.approx(direct, abs=1e-6)
 
 
@@ -35,8 +37,7 @@ def test_theorem_44_bound_holds_with_path_constants(vit_setup, pair):
 def test_jacobian_constants_are_reported(vit_setup):
     s = vit_setup
     tau = {key: s["finetuned"][1][key] - s["pretrained"][key] for key in s["pretrained"]}
-    r = conflict.theorem44(s["module"], s["heads"][0], s["finetuned"][0], tau, *s["labelled"][0],
-                           lipschitz="jacobian")
+    r = conflict.theorem44(s["module"], s["heads"][0], s["finetuned"][0], tau, *s["labelled"][0], lipschitz="jacobian")
     assert r.beta > 0 and all(g > 0 for g in r.gamma[1:])
 
 

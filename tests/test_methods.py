@@ -1,9 +1,10 @@
 """Each method against results computed by hand on small state dicts, and the identities of baselines.md §5.2."""
+
 import pytest
 import torch
 
 import catlib
-from catlib.stats import Gram, LayerInfo, Statistics
+from catlib.core.stats import Gram, LayerInfo, Statistics
 
 
 def T(*v):
@@ -29,8 +30,9 @@ def test_task_arithmetic_by_hand():
 TIES_TAUS = (T(3, -1, 0.5, 2), T(-1, -2, 1, 2.5), T(-1, 0.1, 0.2, -3))
 
 
-@pytest.mark.parametrize("merge_func,expected", [("sum", (3, -2, 0, 4.5)), ("mean", (3, -2, 0, 2.25)),
-                                                 ("max", (3, -2, 0, 2.5))])
+@pytest.mark.parametrize(
+    "merge_func,expected", [("sum", (3, -2, 0, 4.5)), ("mean", (3, -2, 0, 2.25)), ("max", (3, -2, 0, 2.5))]
+)
 def test_ties_by_hand(merge_func, expected):
     # k = 0.5 keeps the two largest |τ| per task: [3,0,0,2], [0,-2,0,2.5], [-1,0,0,-3];
     # elected signs [+,-,(0→majority +),+]; disjoint merge of agreeing entries.
@@ -101,12 +103,13 @@ def pcb_reference(taus, ratio, clamp, alpha):
     K, D = t.shape
     srt = t.abs().sort(dim=1).values
     import math
+
     hi = srt[:, D - math.ceil(clamp * D)]  # k-th largest with k = ceil(ρD)
     lo = srt[:, math.floor(clamp * D)]
     a = torch.minimum(torch.maximum(t.abs(), lo[:, None]), hi[:, None])
     na = (a - lo[:, None]) / (hi - lo)[:, None]
     n = torch.sign(t) * na
-    beta = torch.exp(K * na ** 2) * torch.stack([torch.tanh(n[i] * n).sum(0) for i in range(K)])
+    beta = torch.exp(K * na**2) * torch.stack([torch.tanh(n[i] * n).sum(0) for i in range(K)])
     thr = beta.sort(dim=1, descending=True).values[:, math.ceil(ratio * D) - 1]
     b = torch.maximum(beta, thr[:, None])
     s = (b - thr[:, None]) / (beta.max(1).values - thr)[:, None]
@@ -144,8 +147,9 @@ def test_ties_full_keep_agreeing_signs_equals_ta_sum():
     p, _ = rand_models()
     g = torch.Generator().manual_seed(3)
     f = [{k: v + torch.rand(v.shape, generator=g) for k, v in p.items()} for _ in range(3)]  # all τ > 0
-    assert close(catlib.merge("ties", p, f, k=1.0, alpha=1.0, merge_func="sum"),
-                 catlib.merge("task_arithmetic", p, f, alpha=1.0))
+    assert close(
+        catlib.merge("ties", p, f, k=1.0, alpha=1.0, merge_func="sum"), catlib.merge("task_arithmetic", p, f, alpha=1.0)
+    )
 
 
 def test_consensus_k0_equals_ta():
@@ -207,12 +211,13 @@ def test_iso_cts_runs_and_wudi_single_task_unchanged():
     p1, f1 = rand_models(K=1)
     w = catlib.merge("wudi", p1, f1, steps=20)
     assert torch.allclose(w["a"], f1[0]["a"], atol=1e-6)  # loss is 0 at the start: nothing moves
-    assert torch.equal(w["b"], p1["b"])                      # others="zero": non-matrix keys stay at θ0
+    assert torch.equal(w["b"], p1["b"])  # others="zero": non-matrix keys stay at θ0
 
 
 def test_wudi_closed_form_gradient_matches_autograd_adam():
     """wudi_matrix's precomputed-Gram gradient + hand-written Adam equals torch.optim.Adam on the loss itself."""
     from catlib.merge.wudi import wudi_matrix
+
     g = torch.Generator().manual_seed(0)
     t = torch.randn(3, 7, 5, generator=g) * torch.tensor([1.0, 0.5, 2.0]).view(3, 1, 1)
     w = 1.0 / (t.reshape(3, -1) ** 2).sum(1)

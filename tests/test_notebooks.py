@@ -1,5 +1,6 @@
 """The notebooks run unchanged under papermill with other parameters (fewer seeds, another α grid), here on a
 reduced tiny zoo, writing their results files where CATLIB_RESULTS_DIR says."""
+
 from __future__ import annotations
 
 import json
@@ -29,9 +30,19 @@ def outputs_text(nb: dict) -> str:
 @pytest.mark.slow
 def test_alpha_notebook_with_another_grid(nb_env, tmp_path):
     grids = {"task_arithmetic": {"alpha": [0.1, 0.5]}, "cat": {"alpha": [0.1, 0.5]}}
-    nb = run_notebook("04_alpha", tmp_path / "alpha.ipynb",
-                 {"checkpoint_root": str(nb_env), "device": "cpu", "methods": ["task_arithmetic", "cat"],
-                  "alphas": [0.2, 0.7, 0.9], "split": "test", "grids": grids, "n_exemplars": 2})
+    nb = run_notebook(
+        "04_alpha",
+        tmp_path / "alpha.ipynb",
+        {
+            "checkpoint_root": str(nb_env),
+            "device": "cpu",
+            "methods": ["task_arithmetic", "cat"],
+            "alphas": [0.2, 0.7, 0.9],
+            "split": "test",
+            "grids": grids,
+            "n_exemplars": 2,
+        },
+    )
     assert any("injected-parameters" in c["metadata"].get("tags", []) for c in nb["cells"])
     assert not [o for c in nb["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"]
     res = json.loads((tmp_path / "results" / "alpha.json").read_text())
@@ -42,9 +53,17 @@ def test_alpha_notebook_with_another_grid(nb_env, tmp_path):
 
 @pytest.mark.slow
 def test_exemplar_notebook_with_fewer_seeds(nb_env, tmp_path):
-    nb = run_notebook("03_exemplars", tmp_path / "ex.ipynb",
-                 {"checkpoint_root": str(nb_env), "device": "cpu", "seeds": [0], "exemplar_counts": [1, 2],
-                  "grids": {"cat": {"alpha": [0.3]}, "task_arithmetic": {"alpha": [0.3]}}})
+    nb = run_notebook(
+        "03_exemplars",
+        tmp_path / "ex.ipynb",
+        {
+            "checkpoint_root": str(nb_env),
+            "device": "cpu",
+            "seeds": [0],
+            "exemplar_counts": [1, 2],
+            "grids": {"cat": {"alpha": [0.3]}, "task_arithmetic": {"alpha": [0.3]}},
+        },
+    )
     res = json.loads((tmp_path / "results" / "exemplars.json").read_text())
     assert res["parameters"]["seeds"] == [0] and sorted(res["results"]["cat_mean"]) == ["1", "2"]
     assert "CAT configuration" in outputs_text(nb)
@@ -65,6 +84,7 @@ def test_every_notebook_has_an_annotated_parameters_cell():
 
 def _build_book():
     import importlib.util
+
     spec = importlib.util.spec_from_file_location("build_book", NOTEBOOKS.parent / "scripts" / "build_book.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -72,8 +92,9 @@ def _build_book():
 
 
 def test_book_lanes_one_per_zoo_and_alone_last():
-    """build_book runs one lane per tiny zoo side by side; the claims and cost pages run after, alone; a notebook's
-    input hash covers only the zoo it runs on (building the large zoo does not re-run the default pages)."""
+    """build_book runs one lane per tiny zoo side by side; the cost, premise and claims pages run after, alone (the
+    premise and claims pages read the others' results files); a notebook's input hash covers only the zoo it runs
+    on (building the large zoo does not re-run the default pages)."""
     B = _build_book()
     items = B.plan()
     side = [it for it in items if not B.alone(it[0])]
@@ -81,8 +102,8 @@ def test_book_lanes_one_per_zoo_and_alone_last():
     assert groups[("large",)] == ["02_table2"]
     assert groups[("default",)][0] == "01_table1" and "10_cost" not in groups[("default",)]
     assert groups[("default", "large")] == ["00_benchmark"]  # its acceptance table reads every zoo
-    assert [n for n, _, _ in items if B.alone(n)] == ["10_cost", "99_claims"]
-    assert B.zoo_sizes("99_claims", {}) == ["default", "large"]
+    assert [n for n, _, _ in items if B.alone(n)] == ["10_cost", "11_premise", "99_claims"]
+    assert B.zoo_sizes("99_claims", {}) == ["default", "large"] == B.zoo_sizes("11_premise", {})
 
 
 def test_book_run_lanes_order_and_stop(monkeypatch):

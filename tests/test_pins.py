@@ -1,4 +1,5 @@
 """environment.yml must list exactly the pins of requirements.txt."""
+
 import re
 from pathlib import Path
 
@@ -32,6 +33,9 @@ def test_ci_runs_the_readme_test_command():
     block = readme.split("## The two commands", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
     commands = [l.split("#")[0].strip() for l in block.strip().splitlines()]
     assert len(commands) == 2 and commands[1] == "bash scripts/test.sh"
-    ci = [l.strip() for l in (ROOT / ".ci" / "run").read_text().splitlines()
-          if l.strip() and not l.startswith("#") and not l.startswith(("set ", "cd "))]
+    ci = [
+        l.strip()
+        for l in (ROOT / ".ci" / "run").read_text().splitlines()
+        if l.strip() and not l.startswith("#") and not l.startswith(("set ", "cd "))
+    ]
     assert ci == [commands[1]]

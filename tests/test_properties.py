@@ -1,5 +1,6 @@
 """Properties of every method on random state dicts: keys, shapes and dtypes kept, finite outputs, inputs never
 modified, the same output twice."""
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -22,8 +23,13 @@ def state_dicts(draw):
     dtypes = [draw(st.sampled_from([torch.float32, torch.float16, torch.float64])) for _ in range(n_keys)]
     p = {f"k{j}": torch.randn(s, generator=g).to(dt) for j, (s, dt) in enumerate(zip(shapes, dtypes))}
     p["buffer"] = torch.arange(3)
-    f = [{k: (v.float() + torch.randn(v.shape, generator=g)).to(v.dtype) if v.is_floating_point() else v.clone()
-          for k, v in p.items()} for _ in range(K)]
+    f = [
+        {
+            k: (v.float() + torch.randn(v.shape, generator=g)).to(v.dtype) if v.is_floating_point() else v.clone()
+            for k, v in p.items()
+        }
+        for _ in range(K)
+    ]
     return p, f
 
 

@@ -1,5 +1,6 @@
 """The real-benchmark path end to end on generated stand-ins: checkpoints in every layout + a task_vectors-style
 data root → ``load_openclip_benchmark`` → ``catlib.evaluate``; compared with an independent open_clip pipeline."""
+
 from __future__ import annotations
 
 import os
@@ -16,29 +17,33 @@ os.environ.setdefault("CATLIB_PROGRESS", "0")
 from standins import DTD_STANDIN_CLASSES, TINY_MODEL_NAME, make_standin_roots  # noqa: E402
 
 from catlib.benchmarks import load_benchmark  # noqa: E402
-from catlib.benchmarks.openclip import load_openclip_benchmark  # noqa: E402
-from catlib.checkpoints import CheckpointNotFoundError  # noqa: E402
-from catlib.datasets_real import DatasetMissingError, base_splits, carve_val  # noqa: E402
-from catlib.evaluate import evaluate  # noqa: E402
-from catlib.real_tasks import TASKS  # noqa: E402
+from catlib.benchmarks.clip import load_openclip_benchmark  # noqa: E402
+from catlib.benchmarks.clip.checkpoints import CheckpointNotFoundError  # noqa: E402
+from catlib.benchmarks.clip.datasets import DatasetMissingError, base_splits, carve_val  # noqa: E402
+from catlib.benchmarks.evaluate import evaluate  # noqa: E402
+from catlib.benchmarks.clip.tasks import TASKS  # noqa: E402
 
 torch.set_num_threads(1)
 
 
 def _bench(roots, which="checkpoint_root", **kw):
     kw.setdefault("cache_dir", Path(roots["data_root"]).parent / "head_cache")
-    return load_openclip_benchmark(roots["model_name"], roots[which], roots["data_root"], tasks=roots["tasks"],
-                                   device="cpu", batch_size=16, **kw)
+    return load_openclip_benchmark(
+        roots["model_name"], roots[which], roots["data_root"], tasks=roots["tasks"], device="cpu", batch_size=16, **kw
+    )
 
 
 def _independent_accuracy(roots, task, clip_model, head_weight):
     """Accuracy on the test split computed without catlib: files read directly, open_clip's transform and model."""
     import open_clip
     from PIL import Image
+
     tf = open_clip.image_transform(32, is_train=False)
     data = Path(roots["data_root"])
     if task == "DTD":
-        items = [(p, i) for i, c in enumerate(DTD_STANDIN_CLASSES) for p in sorted((data / "dtd" / "val" / c).iterdir())]
+        items = [
+            (p, i) for i, c in enumerate(DTD_STANDIN_CLASSES) for p in sorted((data / "dtd" / "val" / c).iterdir())
+        ]
         imgs = [tf(Image.open(p).convert("RGB")) for p, _ in items]
         labels = [y for _, y in items]
     elif task == "MNIST":
@@ -56,8 +61,9 @@ def _independent_accuracy(roots, task, clip_model, head_weight):
     return 100.0 * int((logits.argmax(1) == torch.tensor(labels)).sum()) / len(labels)
 
 
-@pytest.mark.parametrize("which,kw", [("checkpoint_root", {}), ("pickle_root", {"trust_pickle": True}),
-                                      ("hf_root", {})])
+@pytest.mark.parametrize(
+    "which,kw", [("checkpoint_root", {}), ("pickle_root", {"trust_pickle": True}), ("hf_root", {})]
+)
 def test_end_to_end_evaluate_matches_independent_pipeline(roots, which, kw):
     bench = _bench(roots, which, **kw)
     assert bench.tasks == roots["tasks"] and bench.mtl is None
@@ -67,7 +73,8 @@ def test_end_to_end_evaluate_matches_independent_pipeline(roots, which, kw):
         assert acc == pytest.approx(ref, abs=1e-6)
     # heads from head files (task_vectors) and from the HF text tower agree with the generator's
     from standins import task_vectors_head_weights
-    from catlib.real_tasks import TEMPLATES
+    from catlib.benchmarks.clip.tasks import TEMPLATES
+
     for t in roots["tasks"]:
         ref = task_vectors_head_weights(roots["base"], roots["class_names"][t], TEMPLATES[t])
         assert torch.allclose(bench.heads[t].weight, ref, atol=1e-4), t
@@ -109,7 +116,7 @@ def test_splits_val_carved_deterministically(roots):
         split = torch.utils.data.random_split(range(30), [27, 3], generator=torch.Generator().manual_seed(0))
         assert list(tr.indices) == list(split[0].indices) and list(va.indices) == list(split[1].indices)
     assert len(bench.dataset("EuroSAT", "val")) == 10  # EuroSAT's own val folder (task_vectors' EuroSATVal)
-    assert carve_val(100_000) [1][:3] == carve_val(100_000)[1][:3] and len(carve_val(100_000)[1]) == 5000
+    assert carve_val(100_000)[1][:3] == carve_val(100_000)[1][:3] and len(carve_val(100_000)[1]) == 5000
     x, y = next(iter(bench.loader("MNIST", "test", batch_size=8)))
     assert x.shape == (8, 3, 32, 32) and y.tolist() == list(range(8))
     # worker processes see the same data (datasets and transforms are picklable)
@@ -124,10 +131,18 @@ def test_heads_from_openclip_weights_when_no_head_files(roots, tmp_path):
     for f in (root / TINY_MODEL_NAME).glob("head_*.pt"):
         f.unlink()
     with pytest.raises(ValueError, match="openclip_weights"):
-        load_openclip_benchmark(TINY_MODEL_NAME, root, roots["data_root"], tasks=["DTD"], device="cpu",
-                                cache_dir=tmp_path / "cache")
-    bench = load_openclip_benchmark(TINY_MODEL_NAME, root, roots["data_root"], tasks=["DTD"], device="cpu",
-                                    cache_dir=tmp_path / "cache", openclip_weights=roots["openclip_weights"])
+        load_openclip_benchmark(
+            TINY_MODEL_NAME, root, roots["data_root"], tasks=["DTD"], device="cpu", cache_dir=tmp_path / "cache"
+        )
+    bench = load_openclip_benchmark(
+        TINY_MODEL_NAME,
+        root,
+        roots["data_root"],
+        tasks=["DTD"],
+        device="cpu",
+        cache_dir=tmp_path / "cache",
+        openclip_weights=roots["openclip_weights"],
+    )
     ref = _bench(roots).heads["DTD"].weight
     assert torch.allclose(bench.heads["DTD"].weight, ref, atol=1e-4)
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 1
@@ -135,10 +150,19 @@ def test_heads_from_openclip_weights_when_no_head_files(roots, tmp_path):
 
 def test_all_eight_dataset_layouts(tmp_path):
     from standins import ALL_STANDIN_TASKS, make_data_root, standin_class_names
-    from catlib.datasets_real import TaskData
+    from catlib.benchmarks.clip.datasets import TaskData
+
     make_data_root(tmp_path, ALL_STANDIN_TASKS)
-    sizes = {"SUN397": (30, 6), "Cars": (30, 6), "RESISC45": (30, 6), "EuroSAT": (20, 20), "SVHN": (30, 10),
-             "GTSRB": (30, 6), "MNIST": (30, 20), "DTD": (30, 12)}
+    sizes = {
+        "SUN397": (30, 6),
+        "Cars": (30, 6),
+        "RESISC45": (30, 6),
+        "EuroSAT": (20, 20),
+        "SVHN": (30, 10),
+        "GTSRB": (30, 6),
+        "MNIST": (30, 20),
+        "DTD": (30, 12),
+    }
     for task in ALL_STANDIN_TASKS:
         train, test, val, names = base_splits(task, tmp_path, None)
         assert (len(train), len(test)) == sizes[task], task
@@ -155,10 +179,12 @@ def test_all_eight_dataset_layouts(tmp_path):
 def test_eight_task_standin_benchmark(tmp_path):
     """All eight tasks through both checkpoint layouts: same state dicts, heads and accuracies; experts beat θ0."""
     from standins import ALL_STANDIN_TASKS
+
     r = make_standin_roots(tmp_path, tasks=ALL_STANDIN_TASKS)
     tv = load_openclip_benchmark(r["model_name"], r["checkpoint_root"], r["data_root"], device="cpu")
-    hf = load_openclip_benchmark(r["model_name"], r["hf_root"], r["data_root"], device="cpu",
-                                 cache_dir=tmp_path / "cache")
+    hf = load_openclip_benchmark(
+        r["model_name"], r["hf_root"], r["data_root"], device="cpu", cache_dir=tmp_path / "cache"
+    )
     assert tv.tasks == hf.tasks == TASKS
     zero = evaluate(tv)
     assert evaluate(hf) == zero
@@ -179,14 +205,16 @@ def test_missing_dataset_dirs_name_expected_path(roots, tmp_path):
     with pytest.raises(DatasetMissingError, match="EuroSAT_splits"):
         base_splits("EuroSAT", tmp_path, None)
     # the benchmark loads without touching data (task_vectors heads), and fails on first use with the path
-    bench = load_openclip_benchmark(TINY_MODEL_NAME, roots["checkpoint_root"], tmp_path / "data", tasks=["DTD"],
-                                    device="cpu")
+    bench = load_openclip_benchmark(
+        TINY_MODEL_NAME, roots["checkpoint_root"], tmp_path / "data", tasks=["DTD"], device="cpu"
+    )
     with pytest.raises(DatasetMissingError, match="data_root does not exist"):
         bench.loader("DTD", "test")
     # HF layout needs class names to build heads: the error comes at load time
     with pytest.raises(DatasetMissingError, match="dtd"):
-        load_openclip_benchmark(TINY_MODEL_NAME, roots["hf_root"], tmp_path, tasks=["DTD"], device="cpu",
-                                cache_dir=tmp_path / "cache")
+        load_openclip_benchmark(
+            TINY_MODEL_NAME, roots["hf_root"], tmp_path, tasks=["DTD"], device="cpu", cache_dir=tmp_path / "cache"
+        )
 
 
 def test_head_and_dataset_class_counts_must_agree(roots, tmp_path):
@@ -210,15 +238,27 @@ def test_registry_names_real_benchmarks(tmp_path):
 def test_evaluate_takes_batch_size_and_amp_from_the_benchmark(roots, monkeypatch):
     """catlib.evaluate's defaults come from the benchmark: its batch_size, and amp (on only for CUDA benchmarks)."""
     import importlib
+
     EV = importlib.import_module("catlib.evaluate")  # the module (catlib.evaluate the attribute is the function)
-    bench = load_openclip_benchmark(roots["model_name"], roots["checkpoint_root"], roots["data_root"],
-                                    tasks=roots["tasks"], device="cpu", batch_size=7,
-                                    cache_dir=Path(roots["data_root"]).parent / "head_cache")
+    bench = load_openclip_benchmark(
+        roots["model_name"],
+        roots["checkpoint_root"],
+        roots["data_root"],
+        tasks=roots["tasks"],
+        device="cpu",
+        batch_size=7,
+        cache_dir=Path(roots["data_root"]).parent / "head_cache",
+    )
     assert bench.amp is False  # CPU: no autocast by default
     seen = []
     real_accuracy = EV.accuracy
-    monkeypatch.setattr(EV, "accuracy", lambda enc, head, loader, device, amp=False, desc=None:
-                        seen.append((loader.batch_size, amp)) or real_accuracy(enc, head, loader, device, amp, desc))
+    monkeypatch.setattr(
+        EV,
+        "accuracy",
+        lambda enc, head, loader, device, amp=False, desc=None: (
+            seen.append((loader.batch_size, amp)) or real_accuracy(enc, head, loader, device, amp, desc)
+        ),
+    )
     evaluate(bench, tasks=["MNIST"])
     bench.amp = True
     evaluate(bench, tasks=["MNIST"], batch_size=5)

@@ -3,8 +3,7 @@ import math
 import pytest
 import torch
 
-from catlib.statedict import (TaskVector, apply, check_compatible, cosine, cosine_matrix, flatten, norm,
-                              task_vectors, unflatten)
+from catlib.core.statedict import TaskVector, apply, check_compatible, cosine, cosine_matrix, norm, task_vectors
 
 
 def sd(**kw):
@@ -33,15 +32,6 @@ def test_cosine_and_matrix():
     assert torch.allclose(M.diagonal(), torch.ones(3, dtype=torch.float64))
     assert math.isclose(float(M[0, 2]), 0.0, abs_tol=1e-12)
     assert math.isclose(float(M[1, 2]), -1 / math.sqrt(2), rel_tol=1e-9)
-
-
-def test_flatten_roundtrip_sorted_order():
-    s = {"z": torch.arange(3.0), "a": torch.ones(2, 2)}
-    v, layout = flatten(s)
-    assert [k for k, _ in layout] == ["a", "z"]
-    assert torch.equal(v, torch.tensor([1.0, 1, 1, 1, 0, 1, 2]))
-    back = unflatten(v, layout)
-    assert all(torch.equal(back[k], s[k]) for k in s)
 
 
 def test_apply_keeps_integer_buffers_and_dtype():

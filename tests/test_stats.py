@@ -1,8 +1,9 @@
 """Statistics collection: hooks see exactly the inputs of each linear map; Grams stream correctly."""
+
 import torch
 import torch.nn.functional as F
 
-from catlib.stats import Gram, classify_parameters, collect_statistics, mha_head_outputs
+from catlib.core.stats import Gram, classify_parameters, collect_statistics, mha_head_outputs
 from conftest import tiny_vit
 
 
@@ -11,7 +12,7 @@ def test_gram_streams_rows_then_dense():
     X = torch.randn(50, 8, generator=g)
     acc = Gram(8)
     for s in range(0, 50, 3):
-        acc.add(X[s:s + 3])
+        acc.add(X[s : s + 3])
     assert not acc.low_rank and acc.n == 50
     assert torch.allclose(acc.matrix(), X.double().T @ X.double(), atol=1e-8)
     F_ = acc.factor().double()
@@ -57,7 +58,7 @@ def test_collected_grams_match_manual_features(vit_setup):
     X = ln1.reshape(-1, 32).double()
     assert torch.allclose(st.grams[1]["transformer.resblocks.0.attn.in_proj_weight"].matrix(), X.T @ X, atol=1e-5)
     xhat = F.layer_norm(h, (32,)).reshape(-1, 32).double()
-    assert torch.allclose(st.norm_sq[1]["transformer.resblocks.0.ln_1.weight"], (xhat ** 2).sum(0), atol=1e-5)
+    assert torch.allclose(st.norm_sq[1]["transformer.resblocks.0.ln_1.weight"], (xhat**2).sum(0), atol=1e-5)
     pooled = expert.ln_post(expert.transformer(h))[:, 0].double()
     assert torch.allclose(st.grams[1]["proj"].matrix(), pooled.T @ pooled, atol=1e-5)
     assert st.counts[1]["transformer.resblocks.0.ln_1.weight"] == x.shape[0] * 17
@@ -75,8 +76,15 @@ def test_module_is_not_modified_and_statistics_deterministic(vit_setup):
 
 def test_fisher_and_gradient_statistics(vit_setup):
     s = vit_setup
-    st = collect_statistics(s["module"], s["pretrained"], s["finetuned"], s["labelled"],
-                            needs=("fisher", "grad_abs"), heads=s["heads"], fisher_estimator="empirical")
+    st = collect_statistics(
+        s["module"],
+        s["pretrained"],
+        s["finetuned"],
+        s["labelled"],
+        needs=("fisher", "grad_abs"),
+        heads=s["heads"],
+        fisher_estimator="empirical",
+    )
     f = st.fisher[0]
     assert set(f) == {k for k, _ in s["module"].named_parameters()}
     assert all(bool((v >= 0).all()) for v in f.values()) and sum(float(v.sum()) for v in f.values()) > 0
@@ -87,8 +95,8 @@ def test_fisher_and_gradient_statistics(vit_setup):
     total = {k: torch.zeros_like(p) for k, p in m.named_parameters()}
     for i in range(x.shape[0]):
         m.zero_grad()
-        F.cross_entropy(s["heads"][0](m(x[i:i + 1])), y[i:i + 1]).backward()
+        F.cross_entropy(s["heads"][0](m(x[i : i + 1])), y[i : i + 1]).backward()
         for k, p in m.named_parameters():
-            total[k] += p.grad ** 2
+            total[k] += p.grad**2
     assert torch.allclose(f["proj"], total["proj"] / x.shape[0], rtol=1e-4, atol=1e-10)
     assert set(st.grad_abs[2]) == set(f)

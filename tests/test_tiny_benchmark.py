@@ -1,5 +1,6 @@
 """The embedded tiny benchmark: data generation, a reduced zoo build (reproducible), zoo verification, and the
 Benchmark interface on the shipped zoo."""
+
 from __future__ import annotations
 
 import hashlib
@@ -16,6 +17,8 @@ os.environ.setdefault("CATLIB_PROGRESS", "0")
 from conftest import reduced_zoo_config  # noqa: E402
 from catlib.benchmarks.tiny import data as D  # noqa: E402
 from catlib.benchmarks.tiny import zoo as Z  # noqa: E402
+from catlib.benchmarks.tiny.build import build, cpu_model  # noqa: E402
+from catlib.benchmarks.tiny.build import recipes, train  # noqa: E402
 
 SHIPPED = Z.default_root("default")
 shipped = pytest.mark.skipif(not (SHIPPED / "manifest.json").exists(), reason="default tiny zoo not built")
@@ -39,7 +42,7 @@ def reduced_zoos(tmp_path_factory, cache):
     out = []
     for k in range(2):
         root = tmp_path_factory.mktemp(f"zoo{k}")
-        m = Z.build("default", out=root, cfg=reduced_zoo_config(), use_cache=False, log=lambda s: None)
+        m = build("default", out=root, cfg=reduced_zoo_config(), use_cache=False, log=lambda s: None)
         out.append((root, m))
     return out
 
@@ -47,6 +50,7 @@ def reduced_zoos(tmp_path_factory, cache):
 # ---------------------------------------------------------------------------------------------------------------
 # data
 # ---------------------------------------------------------------------------------------------------------------
+
 
 def test_generation_is_deterministic():
     for task in D.TASK_NAMES:
@@ -118,6 +122,7 @@ def test_data_cache_validated(cache):
 # reduced build: reproducible, verified, loadable
 # ---------------------------------------------------------------------------------------------------------------
 
+
 def test_reduced_build_reproduces(reduced_zoos):
     (r1, m1), (r2, m2) = reduced_zoos
     for key, info in m1["files"].items():
@@ -129,13 +134,13 @@ def test_reduced_build_reproduces(reduced_zoos):
 def test_parallel_finetuning_equals_serial(reduced_zoos, tmp_path):
     """jobs=2 runs the fine-tuning stages in worker processes: same weights, bit for bit, as the serial build."""
     (r1, m1), _ = reduced_zoos
-    m = Z.build("default", out=tmp_path / "zoo", cfg=reduced_zoo_config(), use_cache=False, jobs=2, log=lambda s: None)
+    m = build("default", out=tmp_path / "zoo", cfg=reduced_zoo_config(), use_cache=False, jobs=2, log=lambda s: None)
     for key, info in m1["files"].items():
         assert m["files"][key]["sha256"] == info["sha256"], f"{key} differs between jobs=2 and the serial build"
     assert m["results"]["average"] == m1["results"]["average"]
     assert "finetune_parallel_wall" in m["build"]["seconds"]
     with pytest.raises(ValueError, match="jobs"):
-        Z.build("default", out=tmp_path / "bad", cfg=reduced_zoo_config(), jobs=0)
+        build("default", out=tmp_path / "bad", cfg=reduced_zoo_config(), jobs=0)
 
 
 def test_reduced_zoo_layout_and_fp16(reduced_zoos):
@@ -146,10 +151,17 @@ def test_reduced_zoo_layout_and_fp16(reduced_zoos):
     assert set(m["files"]) == {"pretrained", "mtl", "heads"} | {f"finetuned/{t}" for t in D.TASK_NAMES}
     sd = load_file(str(root / m["files"]["pretrained"]["path"]))
     assert all(v.dtype == torch.float16 for v in sd.values())
-    assert {"conv1.weight", "class_embedding", "positional_embedding", "ln_pre.weight", "proj",
-            "transformer.resblocks.0.attn.in_proj_weight", "transformer.resblocks.1.mlp.c_fc.weight"} <= set(sd)
+    assert {
+        "conv1.weight",
+        "class_embedding",
+        "positional_embedding",
+        "ln_pre.weight",
+        "proj",
+        "transformer.resblocks.0.attn.in_proj_weight",
+        "transformer.resblocks.1.mlp.c_fc.weight",
+    } <= set(sd)
     json.dumps(m)  # the manifest is plain JSON
-    assert m["build"]["cpu"] == Z.cpu_model() and m["build"]["cpu"]  # rebuilds are bit-identical per CPU type
+    assert m["build"]["cpu"] == cpu_model() and m["build"]["cpu"]  # rebuilds are bit-identical per CPU type
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "delete"])
@@ -163,7 +175,9 @@ def test_corrupted_zoo_file_is_detected(reduced_zoos, tmp_path, damage):
     if damage == "truncate":
         target.write_bytes(target.read_bytes()[:-100])
     elif damage == "flip":
-        b = bytearray(target.read_bytes()); b[len(b) // 2] ^= 0xFF; target.write_bytes(bytes(b))
+        b = bytearray(target.read_bytes())
+        b[len(b) // 2] ^= 0xFF
+        target.write_bytes(bytes(b))
     else:
         target.unlink()
     with pytest.raises(Z.ZooError, match="finetuned_signs.safetensors"):
@@ -179,7 +193,7 @@ def test_missing_zoo_says_how_to_build(tmp_path):
 
 def test_reduced_zoo_benchmark_reproduces_manifest(reduced_zoos):
     from catlib.benchmarks.tiny import load_tiny
-    from catlib.evaluate import evaluate
+    from catlib.benchmarks.evaluate import evaluate
 
     root, m = reduced_zoos[0]
     bench = load_tiny(root=root, device="cpu", tasks=["signs", "textures"])
@@ -194,10 +208,11 @@ def test_reduced_zoo_benchmark_reproduces_manifest(reduced_zoos):
 # the shipped zoo through the Benchmark interface
 # ---------------------------------------------------------------------------------------------------------------
 
+
 @shipped
 def test_shipped_zoo_interface_and_accuracy():
     from catlib.benchmarks import Benchmark, load_benchmark
-    from catlib.evaluate import evaluate
+    from catlib.benchmarks.evaluate import evaluate
 
     bench = load_benchmark("tiny", device="cpu")
     assert isinstance(bench, Benchmark) and bench.name == "tiny"
@@ -231,6 +246,7 @@ def test_shipped_zoo_interface_and_accuracy():
 # rebuilding from an existing zoo: only the stages whose inputs changed are recomputed
 # ---------------------------------------------------------------------------------------------------------------
 
+
 def test_reuse_recomputes_only_changed_stages(reduced_zoos, tmp_path, monkeypatch):
     """A renderer change in one task: --reuse takes θ0 and the other tasks' experts from the built zoo and gives
     exactly the files a from-scratch build with the changed renderer gives."""
@@ -238,9 +254,8 @@ def test_reuse_recomputes_only_changed_stages(reduced_zoos, tmp_path, monkeypatc
     monkeypatch.setattr(D, "TEXTURE_PERIOD", (8.0, 12.0))
     monkeypatch.setitem(D.TASKS["textures"], "version", D.task_version("textures") + 1)
     logs = []
-    m = Z.build("default", out=tmp_path / "reused", cfg=reduced_zoo_config(), use_cache=False, reuse=src,
-                log=logs.append)
-    fresh = Z.build("default", out=tmp_path / "fresh", cfg=reduced_zoo_config(), use_cache=False, log=lambda s: None)
+    m = build("default", out=tmp_path / "reused", cfg=reduced_zoo_config(), use_cache=False, reuse=src, log=logs.append)
+    fresh = build("default", out=tmp_path / "fresh", cfg=reduced_zoo_config(), use_cache=False, log=lambda s: None)
     assert set(m["build"]["reused"]) == {"pretrained"} | {t for t in D.TASK_NAMES if t != "textures"}
     assert any("recomputing textures, mtl" in s for s in logs), logs
     for key, info in fresh["files"].items():
@@ -257,40 +272,41 @@ def test_reuse_checks_recipe_and_threads(reduced_zoos, tmp_path):
     (src, m0), _ = reduced_zoos
     cfg = reduced_zoo_config()
     cfg["pretrain"]["lr"] *= 2  # another θ0: nothing can be reused
-    assert Z.reusable_stages(src, cfg, D.TASK_NAMES, {}, threads=1, log=lambda s: None) == {}
+    assert train.reusable_stages(src, cfg, D.TASK_NAMES, {}, threads=1, log=lambda s: None) == {}
     cfg = reduced_zoo_config()
-    assert Z.reusable_stages(src, cfg, D.TASK_NAMES, {}, threads=2, log=lambda s: None) == {}  # built with 1
+    assert train.reusable_stages(src, cfg, D.TASK_NAMES, {}, threads=2, log=lambda s: None) == {}  # built with 1
     cfg["finetune"]["lr"] *= 2  # same θ0, other fine-tunes: θ0 only
     sha = {t: m0["data_sha256"][t]["train"] for t in D.TASK_NAMES}
-    assert set(Z.reusable_stages(src, cfg, D.TASK_NAMES, sha, threads=1, log=lambda s: None)) == {"pretrained", "mtl"}
+    kept = train.reusable_stages(src, cfg, D.TASK_NAMES, sha, threads=1, log=lambda s: None)
+    assert set(kept) == {"pretrained", "mtl"}
     two = tmp_path / "two-threads"  # a zoo whose fine-tunes ran with 2 threads (threads=2, jobs=1)
     shutil.copytree(src, two)
     m2 = json.loads((two / "manifest.json").read_text())
     m2["build"].update(threads=2, jobs=1)
     (two / "manifest.json").write_text(json.dumps(m2))
     quiet = dict(cfg=reduced_zoo_config(), tasks=D.TASK_NAMES, train_sha=sha, threads=2, log=lambda s: None)
-    assert len(Z.reusable_stages(two, jobs=1, **quiet)) == 10
-    assert set(Z.reusable_stages(two, jobs=2, **quiet)) == {"pretrained"}  # 1-thread workers would differ
+    assert len(train.reusable_stages(two, jobs=1, **quiet)) == 10
+    assert set(train.reusable_stages(two, jobs=2, **quiet)) == {"pretrained"}  # 1-thread workers would differ
     bad = tmp_path / "bad"
     shutil.copytree(src, bad)
     (bad / m0["files"]["mtl"]["path"]).write_bytes(b"x")
     with pytest.raises(Z.ZooError, match="mtl.safetensors"):  # a damaged source zoo is refused, not trusted
-        Z.reusable_stages(bad, reduced_zoo_config(), D.TASK_NAMES, sha, threads=1)
+        train.reusable_stages(bad, reduced_zoo_config(), D.TASK_NAMES, sha, threads=1)
 
 
 def test_head_exemplars_few_shot():
     """heads.shots: each class prototype from that many training images, drawn per task from a seed; absent: all."""
     Y = np.arange(40) % 4
-    every = Z.head_exemplars(Y, 4, None, 0, "signs")
+    every = train.head_exemplars(Y, 4, None, 0, "signs")
     assert [list(i) for i in every] == [list(range(c, 40, 4)) for c in range(4)]
-    few = Z.head_exemplars(Y, 4, 3, 0, "signs")
+    few = train.head_exemplars(Y, 4, 3, 0, "signs")
     assert all(len(i) == 3 and (Y[i] == c).all() and len(set(i)) == 3 for c, i in enumerate(few))
-    assert [list(i) for i in few] == [list(i) for i in Z.head_exemplars(Y, 4, 3, 0, "signs")]  # deterministic
-    assert [list(i) for i in few] != [list(i) for i in Z.head_exemplars(Y, 4, 3, 1, "signs")]  # seeded
-    assert [list(i) for i in few] != [list(i) for i in Z.head_exemplars(Y, 4, 3, 0, "scenes")]  # per task
+    assert [list(i) for i in few] == [list(i) for i in train.head_exemplars(Y, 4, 3, 0, "signs")]  # deterministic
+    assert [list(i) for i in few] != [list(i) for i in train.head_exemplars(Y, 4, 3, 1, "signs")]  # seeded
+    assert [list(i) for i in few] != [list(i) for i in train.head_exemplars(Y, 4, 3, 0, "scenes")]  # per task
     for bad in (11, 0):
         with pytest.raises(ValueError, match=f"heads.shots={bad}"):
-            Z.head_exemplars(Y, 4, bad, 0, "signs")
+            train.head_exemplars(Y, 4, bad, 0, "signs")
 
 
 def test_stage_cache_keys_hold_the_thread_count(cache, tmp_path):
@@ -302,7 +318,7 @@ def test_stage_cache_keys_hold_the_thread_count(cache, tmp_path):
     try:
         for name, threads in (("one", 1), ("two", 2), ("again", 1)):
             logs[name] = []
-            Z.build("default", out=tmp_path / name, cfg=cfg, threads=threads, log=logs[name].append)
+            build("default", out=tmp_path / name, cfg=cfg, threads=threads, log=logs[name].append)
     finally:
         torch.set_num_threads(1)  # the tests' setting (conftest)
     reusing = lambda name: [s for s in logs[name] if s.startswith("reusing ")]  # noqa: E731
@@ -314,7 +330,7 @@ def test_stage_cache_keys_hold_the_thread_count(cache, tmp_path):
     with open(stage, "r+b") as f:
         f.truncate(100)
     log = []
-    m = Z.build("default", out=tmp_path / "repaired", cfg=cfg, threads=1, log=log.append)
+    m = build("default", out=tmp_path / "repaired", cfg=cfg, threads=1, log=log.append)
     assert any("unreadable: recomputing" in s for s in log), log
     assert {k: v["sha256"] for k, v in m["files"].items()} == {k: v["sha256"] for k, v in one["files"].items()}
 
@@ -322,6 +338,7 @@ def test_stage_cache_keys_hold_the_thread_count(cache, tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 # caption-like source attributes (the opt-in pretraining recipe pretrain.attribute_weight)
 # ---------------------------------------------------------------------------------------------------------------
+
 
 def test_source_attributes_describe_the_images():
     X, _, _, A = D.make_source(600, seed=5, easy_frac=0.3)
@@ -348,16 +365,19 @@ def test_source_attributes_describe_the_images():
 
 def test_attribute_pretraining_is_opt_in(cache):
     cfg = reduced_zoo_config()
-    base = Z.pretrain(cfg, log=lambda s: None)
-    cfg0 = reduced_zoo_config(); cfg0["pretrain"]["attribute_weight"] = 0.0
-    assert all(torch.equal(base[k], v) for k, v in Z.pretrain(cfg0, log=lambda s: None).items())
-    cfg1 = reduced_zoo_config(); cfg1["pretrain"]["attribute_weight"] = 1.0
-    with_attr = Z.pretrain(cfg1, log=lambda s: None)
+    base = train.pretrain(cfg, log=lambda s: None)
+    cfg0 = reduced_zoo_config()
+    cfg0["pretrain"]["attribute_weight"] = 0.0
+    assert all(torch.equal(base[k], v) for k, v in train.pretrain(cfg0, log=lambda s: None).items())
+    cfg1 = reduced_zoo_config()
+    cfg1["pretrain"]["attribute_weight"] = 1.0
+    with_attr = train.pretrain(cfg1, log=lambda s: None)
     assert all(torch.isfinite(v).all() for v in with_attr.values())
     assert any(not torch.equal(base[k], v) for k, v in with_attr.items())
     heads = torch.nn.ModuleList(torch.nn.Linear(4, len(v)) for v in D.SOURCE_ATTRIBUTE_VALUES.values())
-    A = torch.full((3, len(D.SOURCE_ATTRIBUTES)), -1, dtype=torch.int64); A[:, 0] = torch.tensor([0, 5, 2])
-    loss = Z.attribute_loss(heads, torch.randn(3, 4), A)  # attributes absent from the batch are skipped
+    A = torch.full((3, len(D.SOURCE_ATTRIBUTES)), -1, dtype=torch.int64)
+    A[:, 0] = torch.tensor([0, 5, 2])
+    loss = train.attribute_loss(heads, torch.randn(3, 4), A)  # attributes absent from the batch are skipped
     assert torch.isfinite(loss) and loss > 0
 
 
@@ -374,12 +394,19 @@ def test_glyph_family_labels(cache):
     assert len({names[k].split(" (")[1] for k in y2}) == 4  # every typeface occurs
     with pytest.raises(ValueError, match="pretrain.labels='font'"):
         D.make_source(3, seed=5, labels="font")
-    cfg = reduced_zoo_config(); cfg["pretrain"]["labels"] = "glyph_family"
-    sd = Z.pretrain(cfg, log=lambda s: None)
+    cfg = reduced_zoo_config()
+    cfg["pretrain"]["labels"] = "glyph_family"
+    sd = train.pretrain(cfg, log=lambda s: None)
     assert all(torch.isfinite(v).all() for v in sd.values())
-    base = reduced_zoo_config(); base["pretrain"]["labels"] = "glyph"  # the explicit default changes nothing
-    assert all(torch.equal(a, b) for a, b in zip(Z.pretrain(base, log=lambda s: None).values(),
-                                                 Z.pretrain(reduced_zoo_config(), log=lambda s: None).values()))
+    base = reduced_zoo_config()
+    base["pretrain"]["labels"] = "glyph"  # the explicit default changes nothing
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(
+            train.pretrain(base, log=lambda s: None).values(),
+            train.pretrain(reduced_zoo_config(), log=lambda s: None).values(),
+        )
+    )
 
 
 def test_probe_theta0_script(reduced_zoos, tmp_path, monkeypatch):
@@ -387,10 +414,11 @@ def test_probe_theta0_script(reduced_zoos, tmp_path, monkeypatch):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("probe_theta0", Z.repo_root() / "scripts" / "probe_theta0.py")
-    probe = importlib.util.module_from_spec(spec); spec.loader.exec_module(probe)
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
     root, m = reduced_zoos[0]  # stands in for the shipped zoo, with the reduced recipe
-    monkeypatch.setitem(Z.CONFIGS, "default", reduced_zoo_config())
-    monkeypatch.setattr(Z, "default_root", lambda size: root)
+    monkeypatch.setitem(recipes.CONFIGS, "default", reduced_zoo_config())
+    monkeypatch.setattr(probe, "default_root", lambda size: root)
     change = 'pretrain.labels="glyph_family"'
     out = tmp_path / "probe.json"
     assert probe.main(["--sizes", "default", "--set", change, "--out", str(out)]) == 0
@@ -401,28 +429,58 @@ def test_probe_theta0_script(reduced_zoos, tmp_path, monkeypatch):
             acc = r["sizes"]["default"][which][split]
             assert set(acc["per_task"]) == set(D.TASK_NAMES) and 0 <= acc["average"] <= 100
     assert r["sizes"]["default"]["shipped"] == probe.theta0_accuracy(  # the shipped θ0 with its own heads
-        reduced_zoo_config(), Z.load_state(root, m, "pretrained"))
-    cfg = Z.recipe_with("default", [change])
-    cached = Z.stage_dir("default", cfg, 1) / "pretrained.pt"
+        reduced_zoo_config(), Z.load_state(root, m, "pretrained")
+    )
+    cfg = recipes.recipe_with("default", [change])
+    cached = train.stage_dir("default", cfg, 1) / "pretrained.pt"
     assert cached.exists()  # a later `zoo build --set ...` with the same recipe and threads takes this θ0
-    theta0 = Z.pretrained_stage("default", cfg, 1)
+    theta0 = train.pretrained_stage("default", cfg, 1)
     assert any(not torch.equal(theta0[k], v) for k, v in Z.load_state(root, m, "pretrained").items())
 
 
 def test_recipe_changes_for_probe_builds(capsys):
-    cfg = Z.recipe_with("large", ["pretrain.attribute_weight=1.5", "finetune.steps=600"])
+    cfg = recipes.recipe_with("large", ["pretrain.attribute_weight=1.5", "finetune.steps=600"])
     assert cfg["pretrain"]["attribute_weight"] == 1.5 and cfg["finetune"]["steps"] == 600
-    assert "attribute_weight" not in Z.CONFIGS["large"]["pretrain"]  # the recipes themselves are untouched
-    assert Z.recipe_with("default", ['pretrain.labels="glyph_family"'])["pretrain"]["labels"] == "glyph_family"
-    for size, cfg in Z.CONFIGS.items():  # an optional key's default applies only where a recipe leaves it out
-        assert not any(k in cfg[sec] for sec, keys in Z.OPTIONAL_KEYS.items() for k in keys), size
+    assert "attribute_weight" not in recipes.CONFIGS["large"]["pretrain"]  # the recipes themselves are untouched
+    assert recipes.recipe_with("default", ['pretrain.labels="glyph_family"'])["pretrain"]["labels"] == "glyph_family"
+    for size, cfg in recipes.CONFIGS.items():  # an optional key's default applies only where a recipe leaves it out
+        assert not any(k in cfg[sec] for sec, keys in recipes.OPTIONAL_KEYS.items() for k in keys), size
     for bad in ("pretrain.lr", "nosuch.lr=1", "pretrain.lr=1e-3x", "pretrain=1"):
         with pytest.raises(ValueError, match="recipe change"):
-            Z.recipe_with("default", [bad])
+            recipes.recipe_with("default", [bad])
     with pytest.raises(ValueError, match=r"no key 'lables' in section 'pretrain'; its keys: .*labels"):
-        Z.recipe_with("default", ['pretrain.lables="glyph_family"'])  # a typo would otherwise build the shipped recipe
+        # a typo would otherwise build the shipped recipe
+        recipes.recipe_with("default", ['pretrain.lables="glyph_family"'])
     with pytest.raises(ValueError, match=r"a string needs quotes: --set 'pretrain.labels=\"glyph_family\"'"):
-        Z.recipe_with("default", ["pretrain.labels=glyph_family"])  # what the shell leaves of an unquoted string
+        recipes.recipe_with("default", ["pretrain.labels=glyph_family"])  # what the shell leaves of an unquoted string
     with pytest.raises(SystemExit):  # a probe never overwrites the shipped zoo
         Z.main(["build", "--set", "pretrain.attribute_weight=1.0"])
     assert "give --out" in capsys.readouterr().err
+
+
+def test_zoo_module_keeps_the_build_names():
+    """The names callers imported from the zoo module before the build moved to catlib.benchmarks.tiny.build."""
+    from catlib.benchmarks import evaluate as E
+    from catlib.benchmarks.tiny.build import results
+    from catlib.benchmarks.tiny.zoo import CONFIGS, recipe_with  # noqa: F401  (scripts/build_book.py, conftest)
+
+    assert CONFIGS is recipes.CONFIGS and Z.build is build and Z.cpu_model is cpu_model and Z.mean is E.average
+    for name in ("OPTIONAL_KEYS", "option", "recipe_with"):
+        assert getattr(Z, name) is getattr(recipes, name), name
+    for name in (
+        "pretrain",
+        "attribute_loss",
+        "head_exemplars",
+        "make_heads",
+        "finetune",
+        "fp16_round",
+        "pretrained_stage",
+        "stage_dir",
+        "reusable_stages",
+        "BUILD_VERSION",
+    ):
+        assert getattr(Z, name) is getattr(train, name), name
+    for name in ("accuracies", "evaluate_zoo", "acceptance"):
+        assert getattr(Z, name) is getattr(results, name), name
+    with pytest.raises(AttributeError):
+        Z.no_such_name  # noqa: B018

@@ -3,22 +3,31 @@
 Each entry maps a name to a loader ``f(**kwargs) -> Benchmark``. Loaders import their heavy dependencies lazily, so
 ``import catlib`` stays fast and a benchmark that cannot load reports why only when asked for.
 """
+
 from __future__ import annotations
 
 import importlib
 from typing import Callable, Dict, List
 
+from ..core.errors import UnknownBenchmarkError
 from .base import Benchmark, SPLITS, StateDict
 
 # name -> "module:function"; the function takes keyword arguments (tasks=, device=, ...) and returns a Benchmark.
 _BENCHMARKS: Dict[str, str] = {
     "tiny": "catlib.benchmarks.tiny:load_tiny",
     "tiny-large": "catlib.benchmarks.tiny:load_tiny_large",
-    "openclip": "catlib.benchmarks.openclip:load_openclip",  # any architecture: model_name=...
-    "vit-b-32": "catlib.benchmarks.openclip:load_vit_b_32",
-    "vit-b-16": "catlib.benchmarks.openclip:load_vit_b_16",
-    "vit-l-14": "catlib.benchmarks.openclip:load_vit_l_14",
+    "openclip": "catlib.benchmarks.clip:load_openclip",  # any architecture: model_name=...
+    "vit-b-32": "catlib.benchmarks.clip:load_vit_b_32",
+    "vit-b-16": "catlib.benchmarks.clip:load_vit_b_16",
+    "vit-l-14": "catlib.benchmarks.clip:load_vit_l_14",
+    "control": "catlib.benchmarks.control:load_control",  # CAT's premise by construction, and its twin without
+    "control-shared": "catlib.benchmarks.control:load_control_shared",
 }
+
+
+# The benchmarks built from checkpoints and datasets on the user's disk: they need checkpoint_root and data_root.
+# Every other one is embedded (the tiny zoos ship in data/tiny/, the controls are generated at load time).
+NEEDS_ROOTS = ("openclip", "vit-b-32", "vit-b-16", "vit-l-14")
 
 
 def benchmark_names() -> List[str]:
@@ -28,10 +37,10 @@ def benchmark_names() -> List[str]:
 def load_benchmark(name: str, **kwargs) -> Benchmark:
     """Load a benchmark by name. Keyword arguments go to that benchmark's loader (``tasks``, ``device``, ...)."""
     if name not in _BENCHMARKS:
-        raise KeyError(f"unknown benchmark {name!r}; available: {benchmark_names()}")
+        raise UnknownBenchmarkError(f"unknown benchmark {name!r}; available: {benchmark_names()}")
     module_name, func_name = _BENCHMARKS[name].split(":")
     loader: Callable[..., Benchmark] = getattr(importlib.import_module(module_name), func_name)
     return loader(**kwargs)
 
 
-__all__ = ["Benchmark", "SPLITS", "StateDict", "load_benchmark", "benchmark_names"]
+__all__ = ["Benchmark", "SPLITS", "StateDict", "NEEDS_ROOTS", "load_benchmark", "benchmark_names"]

@@ -13,9 +13,10 @@ Conventions
 * Splits are ``"train"``, ``"val"`` and ``"test"``. Hyperparameters are chosen on ``"val"``, reported on ``"test"``;
   exemplars for data-dependent merges come from ``"train"``.
 """
+
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -36,6 +37,9 @@ class Benchmark:
     finetuned: task name → θ_t (same keys and shapes as ``pretrained``).
     mtl: jointly fine-tuned encoder for the "Traditional MTL" row, or ``None`` when the benchmark has none.
     heads: task name → frozen head module.
+    code_files: the benchmark's own code that decides its numbers, as paths relative to ``catlib/benchmarks/``
+        (files or folders): part of the result cache's code fingerprint for this benchmark only. Empty when the
+        benchmark's identity covers it (the tiny zoos: their manifest hashes every weight file and the data).
     """
 
     name: str
@@ -46,6 +50,7 @@ class Benchmark:
     mtl: Optional[StateDict]
     heads: Dict[str, nn.Module]
     device: torch.device = torch.device("cpu")
+    code_files: Tuple[str, ...] = ()
 
     # --- architecture ---------------------------------------------------------------------------------------
     def build_module(self) -> nn.Module:
@@ -70,8 +75,9 @@ class Benchmark:
         """Fine-tuned state dicts in task order (``tasks`` defaults to :attr:`tasks`)."""
         return [self.finetuned[t] for t in self._check_tasks(tasks)]
 
-    def exemplar_batches(self, n: int, seed: int = 0, labelled: bool = False,
-                         tasks: Optional[Sequence[str]] = None) -> list:
+    def exemplar_batches(
+        self, n: int, seed: int = 0, labelled: bool = False, tasks: Optional[Sequence[str]] = None
+    ) -> list:
         """One exemplar batch per task, in task order (the ``exemplars=`` argument of :func:`catlib.merge`)."""
         return [self.exemplars(t, n, seed=seed, labelled=labelled) for t in self._check_tasks(tasks)]
 

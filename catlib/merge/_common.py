@@ -1,4 +1,5 @@
 """Small helpers shared by the merge methods."""
+
 from __future__ import annotations
 
 from typing import Iterator, List, Mapping, Sequence
@@ -38,10 +39,16 @@ def summed(vectors: Vectors, key: str) -> torch.Tensor:
     return acc
 
 
-def chunks_of(vectors: Vectors, i: int):
-    """A callable giving task i's tensors one by one (for streaming thresholds)."""
-    return lambda: (vectors[i][k] for k in keys_of(vectors))
-
-
 def numel(vectors: Vectors) -> int:
     return sum(vectors[0][k].numel() for k in keys_of(vectors))
+
+
+def as_out_in(t: torch.Tensor, transposed: bool) -> torch.Tensor:
+    """View a weight as a 2-D (out, in) matrix (conv kernels flattened; (in, out) parameters transposed)."""
+    t = t.reshape(t.shape[0], -1) if t.dim() > 2 else t
+    return t.T if transposed else t
+
+
+def from_out_in(m: torch.Tensor, shape, transposed: bool) -> torch.Tensor:
+    """The inverse of :func:`as_out_in`: back to the parameter's own ``shape``."""
+    return (m.T if transposed else m).reshape(shape)

@@ -5,25 +5,27 @@ Each τ_i is split into a shared redundant vector δ and disentangled vectors τ
     L(δ) = mean_{i<j} |cos(τ̂_i, τ̂_j)| + penalty · ‖δ‖ / mean_i ‖τ_i‖
 
 (|cos|, a plain L2 norm smoothed by ε, and the penalty scaled by the task-vector norm so it has no units: our
-choices, see ../shared/paper/awd.md). δ starts at 0 and is optimised by Adam (``lr`` is relative to the RMS entry
+choices: the paper gives no formula for them). δ starts at 0 and is optimised by Adam (``lr`` is relative to the RMS
+entry
 of the τ_i, since Adam's step is in parameter units). L depends on δ only through u_i = ⟨τ_i, δ⟩ and q = ‖δ‖²
 (⟨τ̂_i, τ̂_j⟩ = ⟨τ_i, τ_j⟩ − u_i − u_j + q), so each step is two streaming passes over the τ_i and the gradient is
 exact: ∇L = Σ_i (∂L/∂u_i) τ_i + 2 (∂L/∂q) δ. ``scope="global"`` uses one δ over the whole flattened model;
 ``"per_tensor"`` one δ per tensor, with the cosines of that tensor's slices (losses summed).
 The disentangled vectors then go to task arithmetic (``awd_ta``) or TIES (``awd_ties``).
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Mapping, Sequence
+from typing import Annotated, List, Mapping, Sequence
 
 import torch
 
-from ..statedict import StateDict, cosine_matrix
-from .registry import register
+from ..core.statedict import StateDict, cosine_matrix
 from ._common import keys_of
-from .ties import ties_delta
+from .registry import BOOK_ALPHAS, Knob, register
+from .ties import K_KEPT, MERGE_FUNC, ties_delta
 
 
 class Disentangled(Mapping):
@@ -48,15 +50,16 @@ class Disentangled(Mapping):
 @dataclass
 class AWDResult:
     vectors: List[Mapping[str, torch.Tensor]]  # the disentangled τ̂_i (lazy: τ_i − δ per key when read)
-    delta: StateDict                  # the redundant vector δ
-    losses: List[float]               # L(δ) per step (before each update), then the final value
-    cos_before: torch.Tensor          # (K, K) cosines of the τ_i
-    cos_after: torch.Tensor           # (K, K) cosines of the τ̂_i
-    delta_rel_norm: float             # ‖δ‖ / mean_i ‖τ_i‖
+    delta: StateDict  # the redundant vector δ
+    losses: List[float]  # L(δ) per step (before each update), then the final value
+    cos_before: torch.Tensor  # (K, K) cosines of the τ_i
+    cos_after: torch.Tensor  # (K, K) cosines of the τ̂_i
+    delta_rel_norm: float  # ‖δ‖ / mean_i ‖τ_i‖
 
 
-def _block_loss(A: torch.Tensor, u: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, penalty: float,
-                eps: float = 1e-12) -> torch.Tensor:
+def _block_loss(
+    A: torch.Tensor, u: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, penalty: float, eps: float = 1e-12
+) -> torch.Tensor:
     K = A.shape[0]
     M = A - u[:, None] - u[None, :] + q
     d = M.diagonal().clamp_min(eps)
@@ -65,8 +68,14 @@ def _block_loss(A: torch.Tensor, u: torch.Tensor, q: torch.Tensor, scale: torch.
     return cos[iu[0], iu[1]].abs().mean() + penalty * torch.sqrt(q + eps) / scale
 
 
-def disentangle(vectors: Sequence[Mapping[str, torch.Tensor]], penalty: float = 0.1, steps: int = 300,
-                lr: float = 0.01, scope: str = "global", betas=(0.9, 0.999)) -> AWDResult:
+def disentangle(
+    vectors: Sequence[Mapping[str, torch.Tensor]],
+    penalty: float = 0.1,
+    steps: int = 300,
+    lr: float = 0.01,
+    scope: str = "global",
+    betas=(0.9, 0.999),
+) -> AWDResult:
     """Optimise δ (see the module docstring) and return τ̂_i = τ_i − δ with diagnostics. Inputs are not modified."""
     if scope not in ("global", "per_tensor"):
         raise ValueError(f"scope must be 'global' or 'per_tensor', got {scope!r}")
@@ -98,10 +107,10 @@ def disentangle(vectors: Sequence[Mapping[str, torch.Tensor]], penalty: float = 
     def evaluate(with_grad: bool):
         total, grads = 0.0, []
         for b, blk in enumerate(blocks):
-            u = torch.tensor([sum(dot(v[k], delta[k]) for k in blk) for v in vectors], dtype=torch.float64,
-                             requires_grad=with_grad)
-            q = torch.tensor(sum(dot(delta[k], delta[k]) for k in blk), dtype=torch.float64,
-                             requires_grad=with_grad)
+            u = torch.tensor(
+                [sum(dot(v[k], delta[k]) for k in blk) for v in vectors], dtype=torch.float64, requires_grad=with_grad
+            )
+            q = torch.tensor(sum(dot(delta[k], delta[k]) for k in blk), dtype=torch.float64, requires_grad=with_grad)
             loss = _block_loss(A[b], u, q, scale[b], penalty)
             total += float(loss.detach())
             if with_grad:
@@ -117,7 +126,7 @@ def disentangle(vectors: Sequence[Mapping[str, torch.Tensor]], penalty: float = 
         for b, blk in enumerate(blocks):
             gu, gq = grads[b]
             for k in blk:
-                g = delta[k] * (2 * gq)                       # ∇L = Σ_i (∂L/∂u_i) τ_i + 2 (∂L/∂q) δ
+                g = delta[k] * (2 * gq)  # ∇L = Σ_i (∂L/∂u_i) τ_i + 2 (∂L/∂q) δ
                 for i in range(K):
                     g.add_(vectors[i][k].float(), alpha=gu[i])
                 m1[k].mul_(betas[0]).add_(g, alpha=1 - betas[0])
@@ -128,36 +137,42 @@ def disentangle(vectors: Sequence[Mapping[str, torch.Tensor]], penalty: float = 
     hat = [Disentangled(v, delta) for v in vectors]
     tv_norm = sum(math.sqrt(float(sum((v[k].double() ** 2).sum() for k in keys))) for v in vectors) / K
     d_norm = math.sqrt(sum(float((d.double() ** 2).sum()) for d in delta.values()))
-    return AWDResult(hat, delta, losses, cosine_matrix(vectors),
-                     cosine_matrix(hat), d_norm / max(tv_norm, 1e-30))
+    return AWDResult(hat, delta, losses, cosine_matrix(vectors), cosine_matrix(hat), d_norm / max(tv_norm, 1e-30))
 
 
-_RANGES = {"alpha": (0.0, None), "penalty": (0.0, None), "steps": (0, 100000), "lr": (0.0, None)}
-_DOCS = {"alpha": "merge coefficient", "penalty": "weight of ‖δ‖ (relative to mean ‖τ_i‖)",
-         "steps": "Adam steps", "lr": "Adam step size relative to the RMS entry of the task vectors",
-         "scope": "one δ for the whole model (global) or one per tensor"}
+def disentangled(
+    vectors,
+    *,
+    penalty: Annotated[float, Knob("weight of ‖δ‖ (relative to mean ‖τ_i‖)", (0.0, None), full_grid=(0.1, 1.0))] = 0.1,
+    steps: Annotated[int, Knob("Adam steps", (0, 100000))] = 300,
+    lr: Annotated[float, Knob("Adam step size relative to the RMS entry of the task vectors", (0.0, None))] = 0.01,
+    scope: Annotated[
+        str, Knob("one δ for the whole model (global) or one per tensor", choices=("global", "per_tensor"))
+    ] = "global",
+) -> AWDResult:
+    """The prepare stage of ``awd_ta`` and ``awd_ties`` (:func:`disentangle`): it does not depend on α, so a caller
+    holding a :class:`~catlib.merge.registry.Memo` computes it once for every α."""
+    return disentangle(vectors, penalty, steps, lr, scope)
 
 
-def merge_disentangled(hat: Sequence[Mapping[str, torch.Tensor]], method: str, alpha: float, k: float = 0.2,
-                       merge_func: str = "sum") -> StateDict:
-    """The merge step of ``awd_ta`` (δ = α Σ_i τ̂_i) or ``awd_ties`` (TIES on the τ̂_i), on disentangled vectors."""
-    if method == "awd_ta":
-        return {key: alpha * torch.stack([h[key] for h in hat]).sum(0) for key in keys_of(hat)}
-    return ties_delta(hat, k, merge_func, "global", alpha)
+ALPHA = Knob("merge coefficient", (0.0, None), grid=BOOK_ALPHAS, full_grid=(0.2, 0.3, 0.4, 0.5, 0.6, 0.8))
 
 
-@register("awd_ta", ranges=_RANGES, choices={"scope": ("global", "per_tensor")}, docs=_DOCS)
-def awd_ta(pretrained, vectors, *, stats=None, alpha: float = 0.3, penalty: float = 0.1, steps: int = 300,
-           lr: float = 0.01, scope: str = "global"):
+@register("awd_ta", display="AWD + TA", prepare=disentangled)
+def awd_ta(pretrained, vectors, *, stats=None, alpha: Annotated[float, ALPHA] = 0.3):
     """Task arithmetic on AWD-disentangled task vectors: θ0 + α Σ_i (τ_i − δ)."""
-    return merge_disentangled(disentangle(vectors, penalty, steps, lr, scope).vectors, "awd_ta", alpha)
+    return {key: alpha * torch.stack([h[key] for h in vectors]).sum(0) for key in keys_of(vectors)}
 
 
-@register("awd_ties", ranges=dict(_RANGES, k=(1e-9, 1.0)),
-          choices={"scope": ("global", "per_tensor"), "merge_func": ("sum", "mean", "max")},
-          docs=dict(_DOCS, k="TIES: fraction kept per task vector", merge_func="TIES disjoint merge"))
-def awd_ties(pretrained, vectors, *, stats=None, alpha: float = 0.3, penalty: float = 0.1, steps: int = 300,
-             lr: float = 0.01, scope: str = "global", k: float = 0.2, merge_func: str = "sum"):
+@register("awd_ties", display="AWD + TIES", prepare=disentangled)
+def awd_ties(
+    pretrained,
+    vectors,
+    *,
+    stats=None,
+    alpha: Annotated[float, ALPHA] = 0.3,
+    k: Annotated[float, K_KEPT] = 0.2,
+    merge_func: Annotated[str, MERGE_FUNC] = "sum",
+):
     """TIES on AWD-disentangled task vectors."""
-    return merge_disentangled(disentangle(vectors, penalty, steps, lr, scope).vectors, "awd_ties", alpha, k,
-                              merge_func)
+    return ties_delta(vectors, k, merge_func, "global", alpha)

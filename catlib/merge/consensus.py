@@ -6,19 +6,29 @@ TALL mask of task t: m_t = 1[|τ_t| > λ_t |τ_MTL − τ_t|] with τ_MTL = Σ_i
 λ_t is one value for all tasks here (``tall_lambda``); the original picks it per task on validation from
 {0.2, ..., 0.6}: tune it there the same way.
 """
+
 from __future__ import annotations
 
-from .registry import register
+from typing import Annotated
+
 from ._common import each_key
+from .registry import BOOK_ALPHAS, Knob, register
 from .ties import ties_delta
 
 
-@register("consensus", ranges={"alpha": (0.0, None), "k": (0, None), "tall_lambda": (0.0, None)},
-          choices={"base": ("ta", "ties")},
-          docs={"alpha": "merge coefficient", "k": "minimum number of tasks whose TALL mask keeps an entry",
-                "tall_lambda": "λ_t of the TALL masks", "base": "merged vector the masks act on: ta or ties"})
-def consensus(pretrained, vectors, *, stats=None, alpha: float = 0.3, k: int = 2, tall_lambda: float = 0.4,
-              base: str = "ta"):
+@register("consensus", display="Consensus Merging")
+def consensus(
+    pretrained,
+    vectors,
+    *,
+    stats=None,
+    alpha: Annotated[
+        float, Knob("merge coefficient", (0.0, None), grid=BOOK_ALPHAS, full_grid=(0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0))
+    ] = 0.3,
+    k: Annotated[int, Knob("minimum number of tasks whose TALL mask keeps an entry", (0, None))] = 2,
+    tall_lambda: Annotated[float, Knob("λ_t of the TALL masks", (0.0, None), full_grid=(0.2, 0.4, 0.6))] = 0.4,
+    base: Annotated[str, Knob("merged vector the masks act on: ta or ties", choices=("ta", "ties"))] = "ta",
+):
     """Task arithmetic (or TIES) restricted to the weights at least k tasks consider important."""
     base_vec = ties_delta(vectors, 0.2, "sum", "global", 1.0) if base == "ties" else None
     out = {}

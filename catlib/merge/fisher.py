@@ -7,25 +7,34 @@ example, per-example gradients — not the batch-summed approximation). With ``n
 divided by its global L2 norm before ε is added, so models with very different Fisher scales count equally and ε
 does not swamp small raw values. Parameters without a Fisher (buffers) get equal weights, i.e. the average.
 """
+
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 
-from .registry import register
 from ._common import keys_of, stacked
+from .registry import Knob, register
 
 
-@register("fisher", needs=("fisher",), ranges={"eps": (0.0, None)},
-          docs={"eps": "added to every (normalized) Fisher entry",
-                "normalize": "divide each task's Fisher by its global L2 norm first"})
-def fisher(pretrained, vectors, *, stats=None, eps: float = 1e-6, normalize: bool = True):
+@register("fisher", display="Fisher Merging", needs=("fisher",))
+def fisher(
+    pretrained,
+    vectors,
+    *,
+    stats=None,
+    eps: Annotated[float, Knob("added to every (normalized) Fisher entry", (0.0, None))] = 1e-6,
+    normalize: Annotated[
+        bool, Knob("divide each task's Fisher by its global L2 norm first", grid=(True, False))
+    ] = True,
+):
     """Fisher-weighted average of the fine-tuned weights."""
     K = len(vectors)
     scales = [1.0] * K
     if normalize:
-        norms = [math.sqrt(sum(float((f ** 2).sum()) for f in stats.fisher[i].values())) for i in range(K)]
+        norms = [math.sqrt(sum(float((f**2).sum()) for f in stats.fisher[i].values())) for i in range(K)]
         scales = [1.0 / n if n > 0 else 1.0 for n in norms]
     out = {}
     for key in keys_of(vectors):

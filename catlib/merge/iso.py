@@ -6,13 +6,16 @@ evenly over the K tasks), add each task's top k_t directions of τ_i with the co
 orthonormalise the combined bases by polar factors, and flatten the spectrum. Every other tensor: mean_i τ_i.
 θ = θ0 + α Δ for all keys.
 """
+
 from __future__ import annotations
+
+from typing import Annotated
 
 import torch
 
-from ..linalg import polar
-from .registry import register
+from ..core.linalg import polar
 from ._common import each_key
+from .registry import BOOK_SCALES, Knob, register
 
 
 def iso_c_matrix(t: torch.Tensor) -> torch.Tensor:
@@ -39,18 +42,37 @@ def iso_cts_matrix(t: torch.Tensor, f: float) -> torch.Tensor:
     return Scomb.mean() * (polar(Ucomb) @ polar(Vcomb))
 
 
-_R = {"alpha": (0.0, None)}
+_FULL = (0.4, 0.6, 0.8, 1.0, 1.5, 2.0)
 
 
-@register("iso_c", ranges=_R, docs={"alpha": "merge coefficient (FusionBench docs use 1.5 for ViT-B/32)"})
-def iso_c(pretrained, vectors, *, stats=None, alpha: float = 1.0):
+@register("iso_c", display="Iso-C")
+def iso_c(
+    pretrained,
+    vectors,
+    *,
+    stats=None,
+    alpha: Annotated[
+        float,
+        Knob(
+            "merge coefficient (FusionBench docs use 1.5 for ViT-B/32)", (0.0, None), grid=BOOK_SCALES, full_grid=_FULL
+        ),
+    ] = 1.0,
+):
     """Sum of task vectors with a flattened singular spectrum."""
     return {key: alpha * (iso_c_matrix(t).float() if t.dim() == 3 else t.mean(0)) for key, t in each_key(vectors)}
 
 
-@register("iso_cts", ranges=dict(_R, common_fraction=(0.0, 1.0)),
-          docs={"alpha": "merge coefficient", "common_fraction": "fraction of the rank kept as common subspace"})
-def iso_cts(pretrained, vectors, *, stats=None, alpha: float = 1.0, common_fraction: float = 0.8):
+@register("iso_cts", display="Iso-CTS")
+def iso_cts(
+    pretrained,
+    vectors,
+    *,
+    stats=None,
+    alpha: Annotated[float, Knob("merge coefficient", (0.0, None), grid=BOOK_SCALES, full_grid=_FULL)] = 1.0,
+    common_fraction: Annotated[float, Knob("fraction of the rank kept as common subspace", (0.0, 1.0))] = 0.8,
+):
     """Iso-C on a common subspace plus task-specific directions."""
-    return {key: alpha * (iso_cts_matrix(t, common_fraction).float() if t.dim() == 3 else t.mean(0))
-            for key, t in each_key(vectors)}
+    return {
+        key: alpha * (iso_cts_matrix(t, common_fraction).float() if t.dim() == 3 else t.mean(0))
+        for key, t in each_key(vectors)
+    }

@@ -10,15 +10,17 @@ Per task row i over the whole flattened model (D entries):
 Quantiles and min/max are streamed key by key (no K×D sort). The other code variants (``pcb.py``:
 tanh(τ_i ⊙ Σ_j ñ_j)) are selectable with ``inter="sum_first"``.
 """
+
 from __future__ import annotations
 
 import math
+from typing import Annotated
 
 import torch
 
-from ..linalg import kth_largest, kth_largest_abs
-from .registry import register
+from ..core.linalg import kth_largest, kth_largest_abs
 from ._common import keys_of, numel, stacked
+from .registry import BOOK_SCALES, Knob, register
 
 
 def _rows(vectors, fn):
@@ -27,12 +29,21 @@ def _rows(vectors, fn):
     return lambda: (fn(key).reshape(K, -1) for key in keys_of(vectors))
 
 
-@register("pcb", ranges={"alpha": (0.0, None), "ratio": (1e-9, 1.0), "clamp": (0.0, 0.5)},
-          choices={"inter": ("pairwise", "sum_first")},
-          docs={"alpha": "merge coefficient (PCB's λ)", "ratio": "fraction of entries kept per task (r)",
-                "clamp": "outlier clamp quantile ρ", "inter": "inter-balancing variant"})
-def pcb(pretrained, vectors, *, stats=None, alpha: float = 1.2, ratio: float = 0.05, clamp: float = 0.01,
-        inter: str = "pairwise"):
+@register("pcb", display="PCB Merging")
+def pcb(
+    pretrained,
+    vectors,
+    *,
+    stats=None,
+    alpha: Annotated[
+        float, Knob("merge coefficient (PCB's λ)", (0.0, None), grid=BOOK_SCALES, full_grid=(0.6, 0.8, 1.0, 1.2, 1.5))
+    ] = 1.2,
+    ratio: Annotated[
+        float, Knob("fraction of entries kept per task (r)", (1e-9, 1.0), full_grid=(0.05, 0.1, 0.2))
+    ] = 0.05,
+    clamp: Annotated[float, Knob("outlier clamp quantile ρ", (0.0, 0.5))] = 0.01,
+    inter: Annotated[str, Knob("inter-balancing variant", choices=("pairwise", "sum_first"))] = "pairwise",
+):
     """Intra- and inter-balancing scores, drop all but the top ratio, rescaled weighted merge."""
     K, D = len(vectors), numel(vectors)
     keys = keys_of(vectors)
@@ -47,7 +58,7 @@ def pcb(pretrained, vectors, *, stats=None, alpha: float = 1.2, ratio: float = 0
         a = torch.minimum(torch.maximum(t.abs(), lo.view(shape)), hi.view(shape))
         na = (a - lo.view(shape)) / span.view(shape)
         n = torch.sign(t) * na
-        intra = torch.exp(K * na ** 2)
+        intra = torch.exp(K * na**2)
         if inter == "pairwise":
             inter_s = torch.stack([torch.tanh(n[i] * n).sum(0) for i in range(K)])
         else:

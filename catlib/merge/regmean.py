@@ -8,28 +8,34 @@ default 0.95). Written on task vectors: δ = (Σ_i τ_i G̃_i)(Σ_i G̃_i)^{-1} 
 MHA's fused in_proj and out_proj, conv as im2col, open_clip's proj (stored (in, out): transposed). Every other
 parameter gets the plain average. Solved in fp64 with a tiny ridge (``ridge`` × mean diagonal).
 """
+
 from __future__ import annotations
+
+from typing import Annotated
 
 import torch
 
-from .registry import register
-from ._common import keys_of, stacked
+from ._common import as_out_in, from_out_in, keys_of, stacked
+from .registry import Knob, register
 
 
-def as_out_in(t: torch.Tensor, transposed: bool) -> torch.Tensor:
-    """View a weight as a 2-D (out, in) matrix (conv kernels flattened; (in, out) parameters transposed)."""
-    t = t.reshape(t.shape[0], -1) if t.dim() > 2 else t
-    return t.T if transposed else t
-
-
-def from_out_in(m: torch.Tensor, shape, transposed: bool) -> torch.Tensor:
-    return (m.T if transposed else m).reshape(shape)
-
-
-@register("regmean", needs=("gram",), ranges={"reduce_nondiag": (0.0, 1.0), "ridge": (0.0, None)},
-          docs={"reduce_nondiag": "factor a on the off-diagonal of each Gram matrix",
-                "ridge": "relative ridge added to Σ G̃ before solving"})
-def regmean(pretrained, vectors, *, stats=None, reduce_nondiag: float = 0.95, ridge: float = 1e-6):
+@register("regmean", display="RegMean", needs=("gram",))
+def regmean(
+    pretrained,
+    vectors,
+    *,
+    stats=None,
+    reduce_nondiag: Annotated[
+        float,
+        Knob(
+            "factor a on the off-diagonal of each Gram matrix",
+            (0.0, 1.0),
+            grid=(0.5, 0.9),
+            full_grid=(0.5, 0.9, 0.95, 1.0),
+        ),
+    ] = 0.95,
+    ridge: Annotated[float, Knob("relative ridge added to Σ G̃ before solving", (0.0, None))] = 1e-6,
+):
     """Closed-form regression mean on linear layers; plain average elsewhere."""
     out = {}
     K = len(vectors)

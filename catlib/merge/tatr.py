@@ -3,18 +3,26 @@
 Conflict score per entry: Ω = Σ_i Σ_{j≠i} ḡ_i ⊙ |τ_j| = (Σ_i ḡ_i) ⊙ (Σ_j |τ_j|) − Σ_i ḡ_i ⊙ |τ_i|, where ḡ_i is the
 mean absolute per-example gradient of task i's loss at θ0 (labelled exemplars, task i's head). The entries with the
 largest Ω (the top ``remove_ratio`` fraction over the whole model, ties at the threshold included; FusionBench's
-quantile 0.99 = 1%) are removed from every task vector: θ = θ0 + α Σ_i m ⊙ τ_i with m = 1[Ω < t]. ``zero_shot=True`` uses ḡ_i := |τ_i| (no data).
+quantile 0.99 = 1%) are removed from every task vector: θ = θ0 + α Σ_i m ⊙ τ_i with m = 1[Ω < t].
+``zero_shot=True`` uses ḡ_i := |τ_i| (no data).
 """
+
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from typing import Annotated
 
 import torch
 
-from ..linalg import kth_largest
-from .registry import register
+from ..core.linalg import kth_largest
 from ._common import keys_of, numel, stacked
-from .ties import ties_delta
+from .registry import BOOK_ALPHAS, Knob, register
+from .ties import K_KEPT, MERGE_FUNC, ties_delta
+
+ALPHA = Knob("merge coefficient", (0.0, None), grid=BOOK_ALPHAS)
+REMOVE = Knob("fraction of entries with the largest conflict score removed", (0.0, 1.0))
+ZERO_SHOT = Knob("use |τ_i| instead of gradients (no data needed)")
 
 
 def _omega(vectors, stats, zero_shot: bool, key: str) -> torch.Tensor:
@@ -52,29 +60,33 @@ class _Masked:
         return self.vector.keys()
 
 
-def _needs(hp):
-    return () if hp.get("zero_shot") else ("grad_abs",)
-
-
-_DOCS = {"alpha": "merge coefficient", "remove_ratio": "fraction of entries with the largest conflict score removed",
-         "zero_shot": "use |τ_i| instead of gradients (no data needed)"}
-
-
-@register("tatr", needs=_needs, labelled=True, ranges={"alpha": (0.0, None), "remove_ratio": (0.0, 1.0)},
-          docs=_DOCS)
-def tatr(pretrained, vectors, *, stats=None, alpha: float = 0.3, remove_ratio: float = 0.01,
-         zero_shot: bool = False):
+@register("tatr", display="TATR", needs=("grad_abs",), data_free_when="zero_shot")
+def tatr(
+    pretrained,
+    vectors,
+    *,
+    stats=None,
+    alpha: Annotated[float, replace(ALPHA, full_grid=(0.2, 0.3, 0.4, 0.5, 0.6))] = 0.3,
+    remove_ratio: Annotated[float, replace(REMOVE, full_grid=(0.01, 0.05, 0.1))] = 0.01,
+    zero_shot: Annotated[bool, ZERO_SHOT] = False,
+):
     """Task arithmetic restricted to the trust region (low gradient–task-vector conflict)."""
     mask = trust_region_mask(vectors, stats, remove_ratio, zero_shot)
     return {k: alpha * (stacked(vectors, k) * mask[k]).sum(0) for k in keys_of(vectors)}
 
 
-@register("ties_tatr", needs=_needs, labelled=True,
-          ranges={"alpha": (0.0, None), "remove_ratio": (0.0, 1.0), "k": (1e-9, 1.0)},
-          choices={"merge_func": ("sum", "mean", "max")},
-          docs=dict(_DOCS, k="TIES: fraction kept per task vector", merge_func="TIES disjoint merge"))
-def ties_tatr(pretrained, vectors, *, stats=None, alpha: float = 0.3, remove_ratio: float = 0.01,
-              zero_shot: bool = False, k: float = 0.2, merge_func: str = "sum"):
+@register("ties_tatr", display="Ties-Merging & TATR", needs=("grad_abs",), data_free_when="zero_shot")
+def ties_tatr(
+    pretrained,
+    vectors,
+    *,
+    stats=None,
+    alpha: Annotated[float, replace(ALPHA, full_grid=(0.2, 0.3, 0.4, 0.5, 0.6, 0.8))] = 0.3,
+    remove_ratio: Annotated[float, replace(REMOVE, full_grid=(0.01, 0.05))] = 0.01,
+    zero_shot: Annotated[bool, ZERO_SHOT] = False,
+    k: Annotated[float, K_KEPT] = 0.2,
+    merge_func: Annotated[str, MERGE_FUNC] = "sum",
+):
     """TIES applied to the trust-region-masked task vectors."""
     mask = trust_region_mask(vectors, stats, remove_ratio, zero_shot)
     return ties_delta([_Masked(v, mask) for v in vectors], k, merge_func, "global", alpha)

@@ -8,15 +8,21 @@
    T5 convention with α ≈ 1), ``"max"`` keeps the largest magnitude.
 θ = θ0 + α τ_m. The global threshold is exact and streamed (no K×D sort).
 """
+
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from typing import Annotated
 
 import torch
 
-from ..linalg import kth_largest_abs
+from ..core.linalg import kth_largest_abs
 from ._common import each_key, keys_of, numel, stacked
-from .registry import register
+from .registry import BOOK_ALPHAS, Knob, register
+
+K_KEPT = Knob("fraction of entries kept per task vector (TIES' top-k%, 0.2 = 20%)", (1e-9, 1.0))
+MERGE_FUNC = Knob("disjoint merge: sum (dis-sum, default), mean (dis-mean) or max", choices=("sum", "mean", "max"))
 
 
 def trim_thresholds(vectors, k: float, scope: str):
@@ -65,13 +71,26 @@ def ties_delta(vectors, k: float, merge_func: str, scope: str, alpha: float):
     return out
 
 
-@register("ties", ranges={"k": (1e-9, 1.0), "alpha": (0.0, None)},
-          choices={"merge_func": ("sum", "mean", "max"), "scope": ("global", "per_tensor")},
-          docs={"k": "fraction of entries kept per task vector (TIES' top-k%, 0.2 = 20%)",
-                "alpha": "merge coefficient (0.3 with dis-sum; use ≈1 with dis-mean)",
-                "merge_func": "disjoint merge: sum (dis-sum, default), mean (dis-mean) or max",
-                "scope": "trim threshold over the whole model (global) or per tensor"})
-def ties(pretrained, vectors, *, stats=None, alpha: float = 0.3, k: float = 0.2, merge_func: str = "sum",
-         scope: str = "global"):
+@register("ties", display="Ties-Merging")
+def ties(
+    pretrained,
+    vectors,
+    *,
+    stats=None,
+    alpha: Annotated[
+        float,
+        Knob(
+            "merge coefficient (0.3 with dis-sum; use ≈1 with dis-mean)",
+            (0.0, None),
+            grid=BOOK_ALPHAS,
+            full_grid=(0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0),
+        ),
+    ] = 0.3,
+    k: Annotated[float, replace(K_KEPT, full_grid=(0.1, 0.2, 0.4))] = 0.2,
+    merge_func: Annotated[str, MERGE_FUNC] = "sum",
+    scope: Annotated[
+        str, Knob("trim threshold over the whole model (global) or per tensor", choices=("global", "per_tensor"))
+    ] = "global",
+):
     """Trim, elect sign, disjoint merge."""
     return ties_delta(vectors, k, merge_func, scope, alpha)

@@ -5,13 +5,16 @@ U_cat (m × Kk), S_cat, V_catᵀ (Kk × n); the task subspaces are decorrelated 
 nearest orthonormal matrices (polar factors); τ_m = U⊥ diag(S_cat) V⊥ᵀ. Every other tensor: mean_i τ_i.
 θ = θ0 + α τ_m (α scales every key). With one task and α = 1, τ_1 is reproduced exactly.
 """
+
 from __future__ import annotations
+
+from typing import Annotated
 
 import torch
 
-from ..linalg import polar
-from .registry import register
+from ..core.linalg import polar
 from ._common import each_key
+from .registry import BOOK_SCALES, Knob, register
 
 
 def tsv_matrix(t: torch.Tensor) -> torch.Tensor:
@@ -26,7 +29,21 @@ def tsv_matrix(t: torch.Tensor) -> torch.Tensor:
     return (polar(U) * S) @ polar(Vh)
 
 
-@register("tsv_m", ranges={"alpha": (0.0, None)}, docs={"alpha": "merge coefficient (1.0 in FusionBench)"})
-def tsv_m(pretrained, vectors, *, stats=None, alpha: float = 1.0):
+@register("tsv_m", display="TSV-M")
+def tsv_m(
+    pretrained,
+    vectors,
+    *,
+    stats=None,
+    alpha: Annotated[
+        float,
+        Knob(
+            "merge coefficient (1.0 in FusionBench)",
+            (0.0, None),
+            grid=BOOK_SCALES,
+            full_grid=(0.4, 0.6, 0.8, 1.0, 1.2, 1.5),
+        ),
+    ] = 1.0,
+):
     """Low-rank task subspaces per matrix, decorrelated by polar factors."""
     return {key: alpha * (tsv_matrix(t).float() if t.dim() == 3 else t.mean(0)) for key, t in each_key(vectors)}

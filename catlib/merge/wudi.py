@@ -5,12 +5,15 @@ Adam from τ_m = Σ_i τ_i (lr 1e-5, 300 steps: the original schedule; the short
 closed-form solver gives a different result). No merge coefficient. Other tensors: left at θ0 (``others="zero"``,
 the original ViT code) or mean_i τ_i (``"mean"``, FusionBench).
 """
+
 from __future__ import annotations
+
+from typing import Annotated
 
 import torch
 
-from .registry import register
 from ._common import each_key
+from .registry import Knob, register
 
 
 def wudi_matrix(t: torch.Tensor, steps: int, lr: float, betas=(0.9, 0.999), eps: float = 1e-8) -> torch.Tensor:
@@ -38,10 +41,18 @@ def wudi_matrix(t: torch.Tensor, steps: int, lr: float, betas=(0.9, 0.999), eps:
     return m
 
 
-@register("wudi", ranges={"steps": (0, 100000), "lr": (0.0, None)}, choices={"others": ("zero", "mean")},
-          docs={"steps": "Adam steps", "lr": "Adam learning rate (absolute)",
-                "others": "non-matrix tensors: stay at θ0 (zero) or mean task vector"})
-def wudi(pretrained, vectors, *, stats=None, steps: int = 300, lr: float = 1e-5, others: str = "zero"):
+@register("wudi", display="WUDI")
+def wudi(
+    pretrained,
+    vectors,
+    *,
+    stats=None,
+    steps: Annotated[int, Knob("Adam steps", (0, 100000))] = 300,
+    lr: Annotated[float, Knob("Adam learning rate (absolute)", (0.0, None), grid=(1e-5, 1e-4))] = 1e-5,
+    others: Annotated[
+        str, Knob("non-matrix tensors: stay at θ0 (zero) or mean task vector", choices=("zero", "mean"))
+    ] = "zero",
+):
     """Data-free interference minimisation per linear weight."""
     out = {}
     for key, t in each_key(vectors):

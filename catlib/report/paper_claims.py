@@ -1,12 +1,13 @@
 """The paper's claims checked against the results files (:func:`claims`, :func:`claims_markdown`); the paper's side
 of each row is read from ``data/paper/*.csv``, never retyped."""
+
 from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from ..experiment import DISPLAY, REFERENCE
+from .names import DISPLAY, REFERENCE
 from .results import load_results
-from .session import PAPER_DIR
+from .notebook import PAPER_DIR
 
 
 def _get(doc: Optional[Mapping[str, Any]], *path, default=None):
@@ -61,23 +62,23 @@ def _paper_text() -> Dict[str, str]:
     closer = sum(drop(t2, m) < drop(t1, m) for m in both)
     return {
         "larger": f"gap to Individual, ViT-B/32 → ViT-L/14: TA {drop(t1, 'Task Arithmetic'):.1f} → "
-                  f"{drop(t2, 'Task Arithmetic'):.1f}, CAT {drop(t1, 'CAT Merging'):.1f} → "
-                  f"{drop(t2, 'CAT Merging'):.1f}; "
-                  f"closer for {closer} of {len(both)} merging methods",
+        f"{drop(t2, 'Task Arithmetic'):.1f}, CAT {drop(t1, 'CAT Merging'):.1f} → "
+        f"{drop(t2, 'CAT Merging'):.1f}; "
+        f"closer for {closer} of {len(both)} merging methods",
         "balance": f"{bal['CAT Merging']} vs PCB {bal['PCB Merging']}, TA {bal['Task Arithmetic']} (ViT-B/32)",
         "generalization": f"{gap('avg_seen'):+.1f} seen, {gap('avg_unseen'):+.1f} unseen over the best baseline "
-                          f"(ViT-B/32)",
+        f"(ViT-B/32)",
         "cost": f"B/32: PCB {cost['PCB Merging']} s, CAT {cost['CAT Merging']} s, TATR {cost['TATR']} s (RTX 3090)",
         "best": f"{cat_b32} vs PCB {t1['PCB Merging']} (ViT-B/32); {t2['CAT Merging']} vs PCB {t2['PCB Merging']} "
-                f"(ViT-L/14)",
+        f"(ViT-L/14)",
         "exemplars": f"1 exemplar: {sens('1 exemplar per task', 'ViT-B/32')} (B/32) vs {cat_b32} with the default; "
-                     f"flat curve",
+        f"flat curve",
         "lambda0": f"λ=0: {sens('lambda = 0', 'ViT-B/32')} vs {cat_b32} (ViT-B/32)",
         "c": f"peak at c={sens('', 'ViT-B/32', 'best c')} (B/32), c={sens('', 'ViT-L/14', 'best c')} (L/14); "
-             f"c=128: {sens('c = 128', 'ViT-B/32')}",
+        f"c=128: {sens('c = 128', 'ViT-B/32')}",
         "ablation": f"Table 5 (B/32): −linear {abl[('False', 'True', 'True')]}, "
-                    f"−norm {abl[('True', 'False', 'True')]}, −shift {abl[('True', 'True', 'False')]}, "
-                    f"all {abl[('True', 'True', 'True')]}",
+        f"−norm {abl[('True', 'False', 'True')]}, −shift {abl[('True', 'True', 'False')]}, "
+        f"all {abl[('True', 'True', 'True')]}",
     }
 
 
@@ -107,13 +108,20 @@ def claims(tolerance: float = 0.5) -> List[Dict[str, Any]]:
             continue
         best = max(merging, key=merging.get)
         runner = max((m for m in merging if m != "cat"), key=merging.get)
-        label = {"table1": "8 tasks", "table1_subset": "task subset", "table2": "Table 2 setting",
-                 "table2_subset": "Table 2 setting, task subset"}[name]
-        add(f"CAT has the best average accuracy among merging methods ({label}, {d['parameters'].get('benchmark')})",
-            name, P["best"],
+        label = {
+            "table1": "8 tasks",
+            "table1_subset": "task subset",
+            "table2": "Table 2 setting",
+            "table2_subset": "Table 2 setting, task subset",
+        }[name]
+        add(
+            f"CAT has the best average accuracy among merging methods ({label}, {d['parameters'].get('benchmark')})",
+            name,
+            P["best"],
             f"CAT {f1(merging['cat'])}; best other: {DISPLAY.get(runner, runner)} {f1(merging[runner])}; "
             f"best overall: {DISPLAY.get(best, best)}",
-            "reproduced" if best == "cat" else "not reproduced")
+            "reproduced" if best == "cat" else "not reproduced",
+        )
     # 1b. the larger encoder merges better (Table 2 against Table 1)
     d1, d2 = load_results("table1"), load_results("table2")
     a1, a2 = _get(d1, "averages") or {}, _get(d2, "averages") or {}
@@ -123,22 +131,30 @@ def claims(tolerance: float = 0.5) -> List[Dict[str, Any]]:
         closer = [m for m in both if gap(a2, m) < gap(a1, m)]
         higher = [m for m in both if a2[m] > a1[m]]
         shown = [m for m in ("task_arithmetic", "ties", "pcb", "cat") if m in both]
-        add(f"The larger model merges better: every merging method is closer to Individual "
-            f"({d1['parameters'].get('benchmark')} → {d2['parameters'].get('benchmark')})", "table2", P["larger"],
-            "gap to Individual: " + ", ".join(f"{DISPLAY.get(m, m)} {gap(a1, m):.1f} → {gap(a2, m):.1f}"
-                                              for m in shown) + f"; closer for {len(closer)} of {len(both)} "
+        add(
+            f"The larger model merges better: every merging method is closer to Individual "
+            f"({d1['parameters'].get('benchmark')} → {d2['parameters'].get('benchmark')})",
+            "table2",
+            P["larger"],
+            "gap to Individual: "
+            + ", ".join(f"{DISPLAY.get(m, m)} {gap(a1, m):.1f} → {gap(a2, m):.1f}" for m in shown)
+            + f"; closer for {len(closer)} of {len(both)} "
             f"(average accuracy higher for {len(higher)} of {len(both)}, by {_span(a1, a2, higher)})",
-            "reproduced" if len(closer) == len(both) else ("partly" if closer else "not reproduced"))
+            "reproduced" if len(closer) == len(both) else ("partly" if closer else "not reproduced"),
+        )
     # 2. Table 10 balance
     d = load_results("table1")
     if d is not None and _get(d, "drop_std"):
         ds = _get(d, "drop_std")
         others = {m: v for m, v in ds.items() if m != "cat"}
         ok = "cat" in ds and all(ds["cat"] <= v for v in others.values())
-        add("CAT's accuracy drop from Individual is the most balanced across tasks (Table 10, lowest std)",
-            "table1", P["balance"],
+        add(
+            "CAT's accuracy drop from Individual is the most balanced across tasks (Table 10, lowest std)",
+            "table1",
+            P["balance"],
             ", ".join(f"{DISPLAY.get(m, m)} {v:.2f}" for m, v in _ordered(ds)),
-            "reproduced" if ok else "not reproduced")
+            "reproduced" if ok else "not reproduced",
+        )
     # 3. exemplars
     d = load_results("exemplars")
     if d is not None:
@@ -148,24 +164,31 @@ def claims(tolerance: float = 0.5) -> List[Dict[str, Any]]:
             small = {n: v for n, v in curve.items() if n <= 4}
             best_small = max(small.values()) if small else None
             ok = best_small is not None and best_small >= top - max(tolerance, _get(d, "max_std", default=0) or 0)
-            add("A few exemplars (1-4 per task) suffice for CAT", "exemplars",
+            add(
+                "A few exemplars (1-4 per task) suffice for CAT",
+                "exemplars",
                 P["exemplars"],
                 "; ".join(f"{n}: {v:.1f}" for n, v in sorted(curve.items())) + f" (best of 1-4: {f1(best_small)}, "
-                f"best overall: {f1(top)})", "reproduced" if ok else "not reproduced")
+                f"best overall: {f1(top)})",
+                "reproduced" if ok else "not reproduced",
+            )
     else:
-        add("A few exemplars (1-4 per task) suffice for CAT", "exemplars", P["exemplars"], "n/a",
-            "not run")
+        add("A few exemplars (1-4 per task) suffice for CAT", "exemplars", P["exemplars"], "n/a", "not run")
     # 4. alpha robustness (the paper's Fig. 2b compares CAT with task arithmetic)
     d = load_results("alpha")
     if d is not None and "cat" in (_get(d, "spread") or {}) and "task_arithmetic" in (_get(d, "spread") or {}):
         spread = _get(d, "spread")
-        add("CAT is more robust to α than task arithmetic", "alpha",
+        add(
+            "CAT is more robust to α than task arithmetic",
+            "alpha",
             "Fig. 2b (ViT-L/14): CAT's curve flatter than TA's (no numbers in the text)",
             f"accuracy range over the α sweep ({d['parameters'].get('split')} split): CAT {spread['cat']:.1f}, "
             f"TA {spread['task_arithmetic']:.1f}"
-            + "".join(f", {DISPLAY.get(m, m)} {v:.1f}" for m, v in _ordered(spread)
-                      if m not in ("cat", "task_arithmetic")),
-            "reproduced" if spread["cat"] < spread["task_arithmetic"] else "not reproduced")
+            + "".join(
+                f", {DISPLAY.get(m, m)} {v:.1f}" for m, v in _ordered(spread) if m not in ("cat", "task_arithmetic")
+            ),
+            "reproduced" if spread["cat"] < spread["task_arithmetic"] else "not reproduced",
+        )
     else:
         add("CAT is more robust to α than task arithmetic", "alpha", "Fig. 2b", "n/a", "not run")
     # 5. lambda and c
@@ -176,21 +199,34 @@ def claims(tolerance: float = 0.5) -> List[Dict[str, Any]]:
         if lam:
             pos = {k: v for k, v in lam.items() if k > 0}
             ok0 = 0.0 in lam and pos and lam[0.0] < min(pos.values()) - tolerance
-            add("λ = 0 hurts CAT (no intra-task deviation term)", "lambda_c", P["lambda0"],
+            add(
+                "λ = 0 hurts CAT (no intra-task deviation term)",
+                "lambda_c",
+                P["lambda0"],
                 f"λ=0: {f1(lam.get(0.0))}; λ>0: {f1(min(pos.values()) if pos else None)}–"
-                f"{f1(max(pos.values()) if pos else None)}", "reproduced" if ok0 else "not reproduced")
+                f"{f1(max(pos.values()) if pos else None)}",
+                "reproduced" if ok0 else "not reproduced",
+            )
             if pos:
                 rng = max(pos.values()) - min(pos.values())
-                add("CAT is stable for any λ > 0", "lambda_c", "Fig. 4a: flat for λ > 0",
+                add(
+                    "CAT is stable for any λ > 0",
+                    "lambda_c",
+                    "Fig. 4a: flat for λ > 0",
                     f"range over λ ∈ {sorted(pos)}: {rng:.1f} points",
-                    "reproduced" if rng <= 2.0 else ("partly" if rng <= 5.0 else "not reproduced"))
+                    "reproduced" if rng <= 2.0 else ("partly" if rng <= 5.0 else "not reproduced"),
+                )
         if cc:
             best_c = max(cc, key=cc.get)
             large = max(cc)
             ok = best_c <= 4 and cc[large] < cc[best_c] - tolerance
-            add("A small c is best; a large c hurts", "lambda_c", P["c"],
+            add(
+                "A small c is best; a large c hurts",
+                "lambda_c",
+                P["c"],
                 f"best c = {best_c} ({f1(cc[best_c])}); c={large}: {f1(cc[large])}",
-                "reproduced" if ok else ("partly" if best_c <= 8 else "not reproduced"))
+                "reproduced" if ok else ("partly" if best_c <= 8 else "not reproduced"),
+            )
     else:
         add("λ = 0 hurts; λ > 0 stable; small c best", "lambda_c", "Fig. 4", "n/a", "not run")
     # 6. ablation
@@ -203,10 +239,13 @@ def claims(tolerance: float = 0.5) -> List[Dict[str, Any]]:
             helps = {k: full - v >= 0.05 for k, v in parts.items()}  # at least +0.1 once rounded for display
             ok = all(helps.values())
             partly = sum(helps.values())
-            add("Each CAT component (linear projection, norm-scale mask, shift mask) helps", "ablation",
+            add(
+                "Each CAT component (linear projection, norm-scale mask, shift mask) helps",
+                "ablation",
                 P["ablation"],
                 ", ".join(f"{k} {v:.1f}" for k, v in parts.items()) + f", all {full:.1f}",
-                "reproduced" if ok else ("partly" if partly else "not reproduced"))
+                "reproduced" if ok else ("partly" if partly else "not reproduced"),
+            )
     else:
         add("Each CAT component helps", "ablation", "Table 5", "n/a", "not run")
     # 7. conflict
@@ -214,16 +253,28 @@ def claims(tolerance: float = 0.5) -> List[Dict[str, Any]]:
     if d is not None:
         ta, cat_ = _get(d, "mean_abs_conflict", "task_arithmetic"), _get(d, "mean_abs_conflict", "cat")
         if ta is not None and cat_ is not None:
-            add("CAT lowers pairwise knowledge conflict ΔL", "conflict", "Fig. 3/5: lower conflict at larger α",
+            add(
+                "CAT lowers pairwise knowledge conflict ΔL",
+                "conflict",
+                "Fig. 3/5: lower conflict at larger α",
                 f"mean |ΔL_k|i| over pairs: TA {ta:.3f}, CAT {cat_:.3f}"
-                + (f"; pair grids (mean summed ΔL): TA {_get(d, 'grid_mean', 'task_arithmetic'):.3f}, "
-                   f"CAT {_get(d, 'grid_mean', 'cat'):.3f}" if _get(d, "grid_mean") else ""),
-                "reproduced" if cat_ < ta else "not reproduced")
+                + (
+                    f"; pair grids (mean summed ΔL): TA {_get(d, 'grid_mean', 'task_arithmetic'):.3f}, "
+                    f"CAT {_get(d, 'grid_mean', 'cat'):.3f}"
+                    if _get(d, "grid_mean")
+                    else ""
+                ),
+                "reproduced" if cat_ < ta else "not reproduced",
+            )
         b = _get(d, "bound")
         if b:
-            add("Theorem 4.4's bound holds for every pair", "conflict", "|ΔL_{k|i}| ≤ β Σ_l Π γ_m ‖Δf̂^l‖",
+            add(
+                "Theorem 4.4's bound holds for every pair",
+                "conflict",
+                "|ΔL_{k|i}| ≤ β Σ_l Π γ_m ‖Δf̂^l‖",
                 f"holds for {b['holds']} of {b['pairs']} pairs; median tightness {b['median_tightness']:.3f}",
-                "reproduced" if b["holds"] == b["pairs"] else "not reproduced")
+                "reproduced" if b["holds"] == b["pairs"] else "not reproduced",
+            )
     else:
         add("CAT lowers pairwise knowledge conflict", "conflict", "Fig. 3/5", "n/a", "not run")
     # 8. generalization
@@ -234,12 +285,15 @@ def claims(tolerance: float = 0.5) -> List[Dict[str, Any]]:
             bs = max((v for m, v in seen.items() if m != "cat" and m not in REFERENCE), default=None)
             bu = max((v for m, v in unseen.items() if m != "cat" and m not in REFERENCE), default=None)
             ok_s, ok_u = bs is not None and seen["cat"] > bs, bu is not None and unseen.get("cat", -1) > bu
-            add("CAT generalizes best to unseen tasks (Table 8)", "generalization",
+            add(
+                "CAT generalizes best to unseen tasks (Table 8)",
+                "generalization",
                 P["generalization"],
                 f"seen: CAT {f1(seen['cat'])} vs best other method {f1(bs)}; unseen: CAT {f1(unseen.get('cat'))} "
                 f"vs best other method {f1(bu)}"
                 + (f" (θ0 on the unseen tasks: {f1(unseen['pretrained'])})" if "pretrained" in unseen else ""),
-                "reproduced" if ok_s and ok_u else ("partly" if ok_s or ok_u else "not reproduced"))
+                "reproduced" if ok_s and ok_u else ("partly" if ok_s or ok_u else "not reproduced"),
+            )
     else:
         add("CAT generalizes best to unseen tasks", "generalization", "Table 8", "n/a", "not run")
     # 9. AWD
@@ -248,10 +302,14 @@ def claims(tolerance: float = 0.5) -> List[Dict[str, Any]]:
         gains = _get(d, "best_gain") or {}
         if gains:
             ok = all(v >= 0.05 for v in gains.values())  # at least +0.1 once rounded for display
-            add("AWD improves task arithmetic and TIES", "awd", "AWD paper: +several points on ViT-B/32",
+            add(
+                "AWD improves task arithmetic and TIES",
+                "awd",
+                "AWD paper: +several points on ViT-B/32",
                 "test accuracy, AWD minus without, each at its validation-chosen α: "
                 + ", ".join(f"{k} {v:+.1f}" for k, v in gains.items()),
-                "reproduced" if ok else ("partly" if any(v >= 0.05 for v in gains.values()) else "not reproduced"))
+                "reproduced" if ok else ("partly" if any(v >= 0.05 for v in gains.values()) else "not reproduced"),
+            )
     else:
         add("AWD improves task arithmetic and TIES", "awd", "AWD paper", "n/a", "not run")
     # 10. cost
@@ -259,20 +317,28 @@ def claims(tolerance: float = 0.5) -> List[Dict[str, Any]]:
     if d is not None:
         secs = _get(d, "seconds") or {}
         if "cat" in secs and "pcb" in secs:
-            add("CAT's merge costs about as much as PCB and far less than TATR (Table 9)", "cost",
+            add(
+                "CAT's merge costs about as much as PCB and far less than TATR (Table 9)",
+                "cost",
                 P["cost"],
                 ", ".join(f"{DISPLAY.get(m, m)} {v:.2f} s" for m, v in _ordered(secs)),
-                "reproduced" if secs["cat"] <= 3 * secs["pcb"] and secs["cat"] <= secs.get("tatr", float("inf"))
-                else "not reproduced")
+                "reproduced"
+                if secs["cat"] <= 3 * secs["pcb"] and secs["cat"] <= secs.get("tatr", float("inf"))
+                else "not reproduced",
+            )
     return rows
 
 
 def claims_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     """The claims as a Markdown table (verdict in bold)."""
+
     def esc(s):
         return str(s).replace("|", "\\|").replace("\n", " ")
+
     lines = ["| claim | verdict | ours | paper | notebook |", "|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {esc(r['claim'])} | **{esc(r['verdict'])}** | {esc(r['ours'])} | {esc(r['paper'])} | "
-                     f"{esc(r['notebook'])} |")
+        lines.append(
+            f"| {esc(r['claim'])} | **{esc(r['verdict'])}** | {esc(r['ours'])} | {esc(r['paper'])} | "
+            f"{esc(r['notebook'])} |"
+        )
     return "\n".join(lines)

@@ -1,5 +1,6 @@
 """Results files, ``notebooks/results/<name>.json`` (folder: ``CATLIB_RESULTS_DIR``): each notebook writes its numbers
 atomically; the claims notebook reads them."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,8 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
 
-from .cache import _atomic_write, _jsonable
-from .session import REPO
+from ..protocol.cache import atomic_write, jsonable
+from .notebook import REPO
 
 
 def results_dir() -> Path:
@@ -30,9 +31,12 @@ def save_results(name: str, data: Mapping[str, Any], parameters: Optional[Mappin
     """Write ``notebooks/results/<name>.json`` atomically (tmp file + os.replace): ``{"name", "parameters",
     "results"}`` with floats rounded to 4 decimals. Returns the path."""
     path = results_dir() / f"{name}.json"
-    doc = {"name": name, "parameters": _round_floats(_jsonable(dict(parameters or {}))),
-           "results": _round_floats(_jsonable(dict(data)))}
-    _atomic_write(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    doc = {
+        "name": name,
+        "parameters": _round_floats(jsonable(dict(parameters or {}))),
+        "results": _round_floats(jsonable(dict(data))),
+    }
+    atomic_write(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
     return path
 
 

@@ -1,16 +1,30 @@
 """Tables and sentences for the pages, each a DataFrame or Markdown: our rows, the paper's tables (``data/paper/*.csv``,
 as printed), side-by-side averages and ranks, Table 10's balance, gains and α-robustness summaries."""
+
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, List, Mapping, Optional, Sequence
 
-import torch
 
-from ..evaluate import average
-from ..experiment import DISPLAY, REFERENCE, results_table
-from .session import PAPER_DIR
+from ..benchmarks.evaluate import average
+from .names import DISPLAY, REFERENCE
+from .notebook import PAPER_DIR
 from .tuning import edge_choices
+
+
+def results_table(rows: Mapping[str, Mapping[str, float]], tasks: Sequence[str]):
+    """A pandas DataFrame: one row per method (display names), per-task columns, ``avg`` and ``#best`` (number of
+    tasks where a merging method is best; reference rows excluded, ties count for each)."""
+    import pandas as pd
+
+    tasks = list(tasks)
+    df = pd.DataFrame({DISPLAY.get(m, m): {t: r[t] for t in tasks} for m, r in rows.items()}).T[tasks]
+    df["avg"] = df[tasks].mean(axis=1)
+    merging = [DISPLAY.get(m, m) for m in rows if m not in REFERENCE]
+    best = df.loc[merging, tasks].round(1).max(axis=0) if merging else None
+    df["#best"] = [int((df.loc[n, tasks].round(1) == best).sum()) if n in merging else None for n in df.index]
+    return df
 
 
 def chosen_table(results: Mapping[str, Mapping[str, Any]], decimals: int = 1):
@@ -19,24 +33,28 @@ def chosen_table(results: Mapping[str, Mapping[str, Any]], decimals: int = 1):
     (:func:`~catlib.report.tuning.edge_choices`), the validation average, the number of configurations tried, and
     (over seeds) the test average ± std. ``results``: method → :func:`tune_over_seeds` output."""
     import pandas as pd
+
     rows = {}
     for m, r in results.items():
         tr = r["tune"]
         edges = edge_choices(tr)
-        rows[DISPLAY.get(m, m)] = {"chosen": ", ".join(f"{k}={v}" for k, v in tr.best.items()) or "-",
-                                   "added past edge": "; ".join(f"{k} {', '.join(f'{v:g}' for v in vals)}"
-                                                                for k, vals in tr.widened.items()) or "-",
-                                   "on grid edge": ", ".join(f"{k} ({e})" for k, e in edges.items()) or "-",
-                                   "grid points": len(tr.grid), "val avg": round(tr.val_average, decimals),
-                                   "test avg": round(average(r["mean"]), decimals),
-                                   "± over seeds": (round(r["std_avg"], decimals) if r["data_dependent"]
-                                                    and len(r["per_seed"]) > 1 else "-")}
+        rows[DISPLAY.get(m, m)] = {
+            "chosen": ", ".join(f"{k}={v}" for k, v in tr.best.items()) or "-",
+            "added past edge": "; ".join(f"{k} {', '.join(f'{v:g}' for v in vals)}" for k, vals in tr.widened.items())
+            or "-",
+            "on grid edge": ", ".join(f"{k} ({e})" for k, e in edges.items()) or "-",
+            "grid points": len(tr.grid),
+            "val avg": round(tr.val_average, decimals),
+            "test avg": round(average(r["mean"]), decimals),
+            "± over seeds": (round(r["std_avg"], decimals) if r["data_dependent"] and len(r["per_seed"]) > 1 else "-"),
+        }
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def paper_table(name: str):
     """A paper table from ``data/paper/<name>.csv`` (e.g. ``"table1_vit_b32"``), indexed by method, as printed."""
     import pandas as pd
+
     path = PAPER_DIR / (name if name.endswith(".csv") else f"{name}.csv")
     df = pd.read_csv(path)
     return df.set_index(df.columns[0])
@@ -47,7 +65,7 @@ def paper_tables() -> List[str]:
 
 
 def ours_table(rows: Mapping[str, Mapping[str, float]], tasks: Sequence[str], decimals: int = 1):
-    """:func:`catlib.experiment.results_table` rounded for display (task names as columns; the tiny tasks'
+    """:func:`results_table` rounded for display (task names as columns; the tiny tasks'
     analogues are in :data:`ANALOGUE`)."""
     df = results_table(rows, tasks)
     df["avg"] = df["avg"].astype(float)
@@ -56,11 +74,13 @@ def ours_table(rows: Mapping[str, Mapping[str, float]], tasks: Sequence[str], de
     return out
 
 
-def side_by_side(ours, paper, ours_label: str = "ours", paper_label: str = "paper", col: str = "avg",
-                 decimals: int = 1):
+def side_by_side(
+    ours, paper, ours_label: str = "ours", paper_label: str = "paper", col: str = "avg", decimals: int = 1
+):
     """Averages and ranks side by side: one row per method present in both tables (paper order, then the rest of
     ours). Ranks are among merging methods (reference rows excluded); 1 = best."""
     import pandas as pd
+
     names = [n for n in paper.index if n in ours.index] + [n for n in ours.index if n not in paper.index]
     ref = {DISPLAY[r] for r in REFERENCE}
     df = pd.DataFrame(index=names)
@@ -81,16 +101,10 @@ def drop_std(individual: Mapping[str, float], merged_acc: Mapping[str, float]) -
     return math.sqrt(sum((x - m) ** 2 for x in d) / len(d))
 
 
-def mean_std(values: Sequence[float]) -> Dict[str, float]:
-    v = list(values)
-    m = sum(v) / len(v)
-    s = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
-    return {"mean": m, "std": s, "n": len(v)}
-
-
 def md(text: str):
     """Markdown output for a computed sentence (numbers in prose come from the notebook, never typed)."""
     from IPython.display import Markdown
+
     return Markdown(text)
 
 
@@ -98,6 +112,7 @@ def printed_average_check(paper_df, col: str = "avg", tol: float = 0.15):
     """Rows of a paper table whose printed average differs from the mean of its task columns (e.g. Table 2's
     Traditional MTL prints 93.5, its columns average 93.09)."""
     import pandas as pd
+
     tasks = [c for c in paper_df.columns if c not in (col, "#best")]
     comp = paper_df[tasks].astype(float).mean(axis=1)
     bad = (paper_df[col].astype(float) - comp).abs() > tol
@@ -116,21 +131,30 @@ def ranking_summary(rows: Mapping[str, Mapping[str, float]], method: str = "cat"
     name = DISPLAY.get(method, method)
     head = f"**{label}** " if label else ""
     if rank == 1:
-        return (f"{head}{name} has the best average, {avgs[method]:.1f}%, {gap:+.1f} points over the runner-up "
-                f"{DISPLAY.get(best_other, best_other)} ({avgs[best_other]:.1f}%).")
-    return (f"{head}{name} is **not** the best here: rank {rank} of {len(order)} with {avgs[method]:.1f}%, "
-            f"{-gap:.1f} points below {DISPLAY.get(best_other, best_other)} ({avgs[best_other]:.1f}%).")
+        return (
+            f"{head}{name} has the best average, {avgs[method]:.1f}%, {gap:+.1f} points over the runner-up "
+            f"{DISPLAY.get(best_other, best_other)} ({avgs[best_other]:.1f}%)."
+        )
+    return (
+        f"{head}{name} is **not** the best here: rank {rank} of {len(order)} with {avgs[method]:.1f}%, "
+        f"{-gap:.1f} points below {DISPLAY.get(best_other, best_other)} ({avgs[best_other]:.1f}%)."
+    )
 
 
 def gains_table(settings: Mapping[str, Mapping[str, Mapping[str, float]]], decimals: int = 1):
     """Per setting (e.g. "8 tasks", "4 tasks"): averages of Pretrained, Individual, TA and CAT and the gains that
     tell how much merging helps: TA − Pretrained, CAT − TA, and the share of the Pretrained→Individual gap closed."""
     import pandas as pd
+
     out = {}
     for name, rows in settings.items():
         a = {m: average(r) for m, r in rows.items()}
-        r = {"Pretrained": a.get("pretrained"), "Individual": a.get("individual"),
-             "Task Arithmetic": a.get("task_arithmetic"), "CAT Merging": a.get("cat")}
+        r = {
+            "Pretrained": a.get("pretrained"),
+            "Individual": a.get("individual"),
+            "Task Arithmetic": a.get("task_arithmetic"),
+            "CAT Merging": a.get("cat"),
+        }
         if a.get("task_arithmetic") is not None and a.get("pretrained") is not None:
             r["TA − Pretrained"] = a["task_arithmetic"] - a["pretrained"]
         if a.get("cat") is not None and a.get("task_arithmetic") is not None:
@@ -142,11 +166,17 @@ def gains_table(settings: Mapping[str, Mapping[str, Mapping[str, float]]], decim
     return pd.DataFrame(out).T.astype(float).round(decimals)
 
 
-def balance_table(individual: Mapping[str, float], merged_rows: Mapping[str, Mapping[str, float]],
-                  paper_df=None, paper_row: Optional[str] = None, decimals: int = 2):
+def balance_table(
+    individual: Mapping[str, float],
+    merged_rows: Mapping[str, Mapping[str, float]],
+    paper_df=None,
+    paper_row: Optional[str] = None,
+    decimals: int = 2,
+):
     """Table 10: std over tasks of (Individual − merged) per method, beside the paper's row ``paper_row`` (e.g.
     ``"ViT-B/32"``) when the paper has one (Table 10 has none for ViT-B/16: the column is then empty)."""
     import pandas as pd
+
     ours = {DISPLAY.get(m, m): drop_std(individual, r) for m, r in merged_rows.items()}
     df = pd.DataFrame({"ours": ours})
     if paper_df is not None and paper_row not in paper_df.index:
@@ -157,21 +187,22 @@ def balance_table(individual: Mapping[str, float], merged_rows: Mapping[str, Map
     return df.round(decimals)
 
 
-def matrix_frame(matrix, labels: Sequence[str], decimals: int = 3):
-    import pandas as pd
-    m = matrix.tolist() if isinstance(matrix, torch.Tensor) else matrix
-    return pd.DataFrame(m, index=list(labels), columns=list(labels)).round(decimals)
-
-
-def alpha_robustness(df, method_col: str = "method", x: str = "alpha", y: str = "avg", within: float = 2.0,
-                     decimals: int = 2):
+def alpha_robustness(
+    df, method_col: str = "method", x: str = "alpha", y: str = "avg", within: float = 2.0, decimals: int = 2
+):
     """Per method over its α sweep: peak accuracy and its α, minimum, range (max − min), and the fraction of swept
     α values within ``within`` points of the peak."""
     import pandas as pd
+
     rows = {}
     for m, g in df.groupby(method_col, sort=False):
         g = g.sort_values(x)
         peak = g[y].max()
-        rows[m] = {"peak": peak, "α at peak": g.loc[g[y].idxmax(), x], "min": g[y].min(), "range": peak - g[y].min(),
-                   f"share of α within {within:g} of peak": float((g[y] >= peak - within).mean())}
+        rows[m] = {
+            "peak": peak,
+            "α at peak": g.loc[g[y].idxmax(), x],
+            "min": g[y].min(),
+            "range": peak - g[y].min(),
+            f"share of α within {within:g} of peak": float((g[y] >= peak - within).mean()),
+        }
     return pd.DataFrame.from_dict(rows, orient="index").round(decimals)

@@ -1,12 +1,13 @@
 """Merge cost (Table 9): wall-clock seconds of one merge and its peak RSS increase; a measurement, never cached."""
+
 from __future__ import annotations
 
 import threading
 import time
 from typing import Any, Dict, Mapping, Optional, Sequence
 
-from ..benchmarks.base import Benchmark
-from ..experiment import statistics_for
+from ..merge.registry import merge
+from ..protocol.session import Session, as_session
 
 
 class _PeakRSS:
@@ -17,6 +18,7 @@ class _PeakRSS:
         self._stop = threading.Event()
         try:
             import psutil
+
             self._proc = psutil.Process()
         except ImportError:  # pragma: no cover
             self._proc = None
@@ -41,26 +43,31 @@ class _PeakRSS:
 
     @property
     def delta_mb(self) -> float:
-        return (self.peak - self.start) / 2 ** 20 if self._proc is not None else float("nan")
+        return (self.peak - self.start) / 2**20 if self._proc is not None else float("nan")
 
 
-def time_merge(bench: Benchmark, method: str, hparams: Optional[Mapping[str, Any]] = None,
-               tasks: Optional[Sequence[str]] = None, n_exemplars: int = 4, seed: int = 0,
-               repeats: int = 1) -> Dict[str, float]:
+def time_merge(
+    session: Session,
+    method: str,
+    hparams: Optional[Mapping[str, Any]] = None,
+    tasks: Optional[Sequence[str]] = None,
+    n_exemplars: int = 4,
+    seed: int = 0,
+    repeats: int = 1,
+) -> Dict[str, float]:
     """Wall-clock seconds of one merge (statistics collection and the merge itself, separately; best of
-    ``repeats``) and the peak RSS increase during it (MB, sampled). Not cached: a timing is a measurement."""
-    from .. import experiment
-    from ..merge.registry import merge as _merge
-    hp = dict(hparams or {})
-    tasks = list(tasks or bench.tasks)
+    ``repeats``) and the peak RSS increase during it (MB, sampled). Not cached: a timing is a measurement (each
+    repeat collects its statistics afresh in a new Session without a disk cache)."""
+    bench = as_session(session).bench
     best = None
     for _ in range(max(1, repeats)):
-        experiment._STATS_CACHE.clear()
+        S = Session(bench, cache=None)
+        spec = S.spec(method, hparams, tasks, n_exemplars, seed)
         with _PeakRSS() as mem:
             t0 = time.perf_counter()
-            stats = statistics_for(bench, method, n_exemplars, seed, tasks, hp)
+            stats = S.statistics(spec)
             t1 = time.perf_counter()
-            _merge(method, bench.pretrained, bench.finetuned_list(tasks), stats=stats, **hp)
+            merge(method, bench.pretrained, bench.finetuned_list(spec.tasks), stats=stats, **spec.hp)
             t2 = time.perf_counter()
         r = {"stats_s": t1 - t0, "merge_s": t2 - t1, "total_s": t2 - t0, "peak_rss_mb": mem.delta_mb}
         if best is None or r["total_s"] < best["total_s"]:

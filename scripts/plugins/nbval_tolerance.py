@@ -6,6 +6,7 @@ one or two test predictions and move a table cell by 0.1-0.2 points. The text ar
 numbers, integers and numbers shown with different precision must still match exactly. Each such match is listed
 in the test summary. ``CATLIB_NBVAL_UNITS=0`` (``scripts/nbval.py --strict``) compares outputs exactly.
 """
+
 from __future__ import annotations
 
 import os
@@ -77,9 +78,10 @@ def pytest_configure(config):
                     return False
                 changed += pairs
         self.comparison_traceback = []
-        _MATCHES.append(f"{self.nodeid}: {len(changed)} number(s) within {units} unit(s) of the last digit "
-                        f"(stored→computed): "
-                        + ", ".join(f"{x}→{y}" for x, y in changed[:8]) + (" …" if len(changed) > 8 else ""))
+        _MATCHES.append(
+            f"{self.nodeid}: {len(changed)} number(s) within {units} unit(s) of the last digit "
+            f"(stored→computed): " + ", ".join(f"{x}→{y}" for x, y in changed[:8]) + (" …" if len(changed) > 8 else "")
+        )
         return True
 
     compare_outputs._catlib_tolerant = True

@@ -6,6 +6,7 @@ wider and deeper, L/14-like) return a :class:`~catlib.benchmarks.base.Benchmark`
 
 For the book: :func:`task_table` (one dict per task) and :func:`example_grid` (a grid of example images per task).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...core.errors import ZooError
 from ..base import SPLITS, Benchmark
 from . import data as _data
 from .data import TASK_NAMES, task_info
@@ -24,20 +26,18 @@ from .model import PrototypeHead, build_encoder, to_tensor
 # zoo is imported lazily (inside functions) so that ``python -m catlib.benchmarks.tiny.zoo`` runs cleanly
 
 
-def __getattr__(name):
-    if name == "ZooError":
-        from .zoo import ZooError
-
-        return ZooError
-    raise AttributeError(name)
-
-
 class TinyBenchmark(Benchmark):
     """The tiny benchmark at one size, loaded from its zoo (sha256-verified)."""
 
-    def __init__(self, size: str = "default", tasks: Optional[Sequence[str]] = None, device="auto",
-                 root: Optional[Path] = None, verify: bool = True):
-        from ...device import resolve_device
+    def __init__(
+        self,
+        size: str = "default",
+        tasks: Optional[Sequence[str]] = None,
+        device="auto",
+        root: Optional[Path] = None,
+        verify: bool = True,
+    ):
+        from ...core.device import resolve_device
         from .zoo import default_root, load_heads, load_state, read_manifest, verify_zoo
 
         self.size = size
@@ -53,8 +53,9 @@ class TinyBenchmark(Benchmark):
         self.pretrained = load_state(self.root, self.manifest, "pretrained")
         self.finetuned = {t: load_state(self.root, self.manifest, f"finetuned/{t}") for t in self.all_tasks}
         self.mtl = load_state(self.root, self.manifest, "mtl")
-        self.heads: Dict[str, nn.Module] = {t: h.to(self.device).eval()
-                                            for t, h in load_heads(self.root, self.manifest).items()}
+        self.heads: Dict[str, nn.Module] = {
+            t: h.to(self.device).eval() for t, h in load_heads(self.root, self.manifest).items()
+        }
         self.task_info = {t: self.manifest["task_info"][t] for t in self.all_tasks}
         self._data: Dict = {}
         self._tensors: Dict = {}
@@ -79,14 +80,22 @@ class TinyBenchmark(Benchmark):
             want = self.manifest.get("data_sha256", {}).get(task, {}).get(split)
             built = self.manifest.get("task_versions", {}).get(task, 1)  # zoos before the field: version 1
             if built != _data.task_version(task):
-                warnings.warn(f"{self.name}: the zoo was built on version {built} of the {task} renderer, this "
-                              f"catlib draws version {_data.task_version(task)}: its accuracies on {task} do not "
-                              f"hold; rebuild it (python -m catlib.benchmarks.tiny.zoo build --size {self.size} "
-                              f"--reuse {self.root})", RuntimeWarning, stacklevel=3)
+                warnings.warn(
+                    f"{self.name}: the zoo was built on version {built} of the {task} renderer, this "
+                    f"catlib draws version {_data.task_version(task)}: its accuracies on {task} do not "
+                    f"hold; rebuild it (python -m catlib.benchmarks.tiny.zoo build --size {self.size} "
+                    f"--reuse {self.root})",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
             elif want is not None and sha256_array(x, y) != want:
-                warnings.warn(f"{self.name}: generated data for {task}/{split} differs from the data the zoo was "
-                              f"built on (another numpy/Pillow/FreeType version?); accuracies may differ slightly "
-                              f"from the manifest", RuntimeWarning, stacklevel=3)
+                warnings.warn(
+                    f"{self.name}: generated data for {task}/{split} differs from the data the zoo was "
+                    f"built on (another numpy/Pillow/FreeType version?); accuracies may differ slightly "
+                    f"from the manifest",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
             self._data[key] = (x, y)
         return self._data[key]
 
@@ -99,8 +108,7 @@ class TinyBenchmark(Benchmark):
 
     def loader(self, task: str, split: str, batch_size: int = 256) -> torch.utils.data.DataLoader:
         x, y = self._tensor(task, split)
-        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch_size,
-                                           shuffle=False)
+        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch_size, shuffle=False)
 
     def exemplars(self, task: str, n: int, seed: int = 0, labelled: bool = False):
         x, y = self._tensor(task, "train")
@@ -114,21 +122,17 @@ class TinyBenchmark(Benchmark):
             raise KeyError(f"{self.name}: unknown task {task!r}; available: {self.all_tasks}")
         return list(self.task_info[task]["class_names"])
 
-    def manifest_accuracy(self, row: str = "individual") -> Dict[str, float]:
-        """Test accuracies recorded at build time: row in pretrained, individual, mtl, weight_averaging,
-        task_arithmetic."""
-        r = self.manifest["results"]
-        return dict(r["task_arithmetic"]["test"] if row == "task_arithmetic" else r[row])
 
-
-def load_tiny(tasks: Optional[Sequence[str]] = None, device="auto", root: Optional[Path] = None,
-              verify: bool = True) -> TinyBenchmark:
+def load_tiny(
+    tasks: Optional[Sequence[str]] = None, device="auto", root: Optional[Path] = None, verify: bool = True
+) -> TinyBenchmark:
     """The tiny benchmark (ViT-B/32-like encoder, name ``"tiny"``)."""
     return TinyBenchmark("default", tasks=tasks, device=device, root=root, verify=verify)
 
 
-def load_tiny_large(tasks: Optional[Sequence[str]] = None, device="auto", root: Optional[Path] = None,
-                    verify: bool = True) -> TinyBenchmark:
+def load_tiny_large(
+    tasks: Optional[Sequence[str]] = None, device="auto", root: Optional[Path] = None, verify: bool = True
+) -> TinyBenchmark:
     """The large tiny benchmark (wider/deeper, L/14-like encoder, name ``"tiny-large"``)."""
     return TinyBenchmark("large", tasks=tasks, device=device, root=root, verify=verify)
 
@@ -138,8 +142,9 @@ def task_table() -> List[dict]:
     return [task_info()[t] for t in TASK_NAMES]
 
 
-def example_grid(task: str, n: int = 8, rows: Optional[int] = None, seed: int = 0, scale: int = 2,
-                 as_figure: bool = False):
+def example_grid(
+    task: str, n: int = 8, rows: Optional[int] = None, seed: int = 0, scale: int = 2, as_figure: bool = False
+):
     """Example images of ``task``: up to ``rows`` classes (default 8), ``n`` images per class, as a uint8 array
     ``(H, W, 3)``; with ``as_figure=True`` a matplotlib figure with the class names on the left."""
     arr = _data.example_grid_array(task, n=n, seed=seed, scale=scale, classes=rows)
@@ -152,7 +157,7 @@ def example_grid(task: str, n: int = 8, rows: Optional[int] = None, seed: int = 
     fig, ax = plt.subplots(figsize=(arr.shape[1] / 60 + 1.6, arr.shape[0] / 60))
     ax.imshow(arr, interpolation="nearest")
     tile = arr.shape[0] / nrows
-    ax.set_yticks([tile * (r + .5) for r in range(nrows)], names[:nrows], fontsize=8)
+    ax.set_yticks([tile * (r + 0.5) for r in range(nrows)], names[:nrows], fontsize=8)
     ax.set_xticks([])
     ax.set_title(f"{task} (analogue of {task_info()[task]['analogue']})", fontsize=9)
     fig.tight_layout()
@@ -182,15 +187,29 @@ def acceptance_table(sizes: Sequence[str] = ("default", "large")):
         ta = lambda r: r["average"]["task_arithmetic"]  # noqa: E731
         cross = {
             "larger_ta_higher": (f"TA avg: {big} - {small} > 0", ta(b) - ta(a)),
-            "larger_wa_higher": (f"WA avg: {big} - {small} > 0",
-                                 b["average"]["weight_averaging"] - a["average"]["weight_averaging"]),
-            "larger_ta_gap_smaller": (f"Ind - TA: {small} - {big} > 0",
-                                      (a["average"]["individual"] - ta(a)) - (b["average"]["individual"] - ta(b))),
+            "larger_wa_higher": (
+                f"WA avg: {big} - {small} > 0",
+                b["average"]["weight_averaging"] - a["average"]["weight_averaging"],
+            ),
+            "larger_ta_gap_smaller": (
+                f"Ind - TA: {small} - {big} > 0",
+                (a["average"]["individual"] - ta(a)) - (b["average"]["individual"] - ta(b)),
+            ),
         }
         for name, (target, value) in cross.items():
             rows[name] = {"target": target, big: f"{value:.2f} {'met' if value > 0 else 'MISSED'}"}
     return pd.DataFrame(rows).T.reindex(columns=["target", *res]).fillna("")
 
 
-__all__ = ["TinyBenchmark", "load_tiny", "load_tiny_large", "task_table", "example_grid", "task_info",
-           "acceptance_table", "TASK_NAMES", "PrototypeHead", "ZooError"]
+__all__ = [
+    "TinyBenchmark",
+    "load_tiny",
+    "load_tiny_large",
+    "task_table",
+    "example_grid",
+    "task_info",
+    "acceptance_table",
+    "TASK_NAMES",
+    "PrototypeHead",
+    "ZooError",
+]

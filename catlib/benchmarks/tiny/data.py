@@ -24,6 +24,7 @@ The pretraining source (:func:`make_source`) renders glyphs (Latin, Greek, Cyril
 none of the tasks' classes) in a mixture of all the tasks' styles, with the foreground and background colours as
 regression targets, so the pretrained encoder sees colour, texture and layout primitives the tasks share.
 """
+
 from __future__ import annotations
 
 import functools
@@ -46,9 +47,20 @@ def _font_dir() -> str:
     return os.path.join(matplotlib.get_data_path(), "fonts", "ttf")
 
 
-FONT_FILES = ["DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSans-BoldOblique.ttf",
-              "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSerif-Italic.ttf", "DejaVuSansMono.ttf",
-              "DejaVuSansMono-Bold.ttf", "STIXGeneral.ttf", "STIXGeneralBol.ttf", "STIXGeneralItalic.ttf"]
+FONT_FILES = [
+    "DejaVuSans.ttf",
+    "DejaVuSans-Bold.ttf",
+    "DejaVuSans-Oblique.ttf",
+    "DejaVuSans-BoldOblique.ttf",
+    "DejaVuSerif.ttf",
+    "DejaVuSerif-Bold.ttf",
+    "DejaVuSerif-Italic.ttf",
+    "DejaVuSansMono.ttf",
+    "DejaVuSansMono-Bold.ttf",
+    "STIXGeneral.ttf",
+    "STIXGeneralBol.ttf",
+    "STIXGeneralItalic.ttf",
+]
 DEJAVU = FONT_FILES[:9]
 
 
@@ -119,7 +131,7 @@ def _mix(mask: np.ndarray, c0, c1) -> np.ndarray:
 def _gradient(rng, c0, c1, size=S, angle=None):
     angle = rng.uniform(0, 2 * np.pi) if angle is None else angle
     y, x = np.mgrid[0:size, 0:size] / (size - 1)
-    t = (np.cos(angle) * (x - .5) + np.sin(angle) * (y - .5)) / 0.71 * 0.5 + 0.5
+    t = (np.cos(angle) * (x - 0.5) + np.sin(angle) * (y - 0.5)) / 0.71 * 0.5 + 0.5
     return _mix(np.clip(t, 0, 1), c0, c1)
 
 
@@ -145,8 +157,12 @@ SCENE_CLASSES = [f"{s} {g}" for s in SKIES for g in GROUNDS]
 def render_scene(rng, label):
     sky, ground = SKIES[label // len(GROUNDS)], GROUNDS[label % len(GROUNDS)]
     H = int(rng.integers(11, 22))
-    sky_cols = {"day": ((90, 150, 235), (170, 210, 250)), "dusk": ((90, 50, 120), (250, 150, 70)),
-                "night": ((5, 10, 40), (30, 40, 90)), "overcast": ((140, 140, 150), (190, 190, 195))}[sky]
+    sky_cols = {
+        "day": ((90, 150, 235), (170, 210, 250)),
+        "dusk": ((90, 50, 120), (250, 150, 70)),
+        "night": ((5, 10, 40), (30, 40, 90)),
+        "overcast": ((140, 140, 150), (190, 190, 195)),
+    }[sky]
     img = _gradient(rng, _jitter(rng, sky_cols[0], 15), _jitter(rng, sky_cols[1], 15), angle=np.pi / 2)
     pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
     d = ImageDraw.Draw(pil)
@@ -165,8 +181,13 @@ def render_scene(rng, label):
             x, y, w = rng.integers(-4, 30), rng.integers(0, max(1, H - 4)), rng.integers(5, 12)
             g = int(rng.integers(215, 250)) if sky == "day" else int(rng.integers(110, 170))
             d.ellipse([x, y, x + w, y + w // 2 + 1], fill=(g, g, g))
-    gcol = {"grassland": (70, 140, 50), "beach": (225, 205, 150), "snowfield": (235, 240, 250),
-            "lake": (40, 90, 160), "city": (95, 95, 100)}[ground]
+    gcol = {
+        "grassland": (70, 140, 50),
+        "beach": (225, 205, 150),
+        "snowfield": (235, 240, 250),
+        "lake": (40, 90, 160),
+        "city": (95, 95, 100),
+    }[ground]
     if sky == "night":
         gcol = tuple(int(c * 0.35) for c in gcol)
     elif sky == "dusk":
@@ -200,7 +221,8 @@ def render_scene(rng, label):
         d.rectangle([0, H, S, y], fill=(40, 110, 170) if sky != "night" else (10, 30, 60))
     if ground == "snowfield":
         for _ in range(int(rng.integers(0, 3))):
-            x = int(rng.integers(0, 32)); h = int(rng.integers(5, 12))
+            x = int(rng.integers(0, 32))
+            h = int(rng.integers(5, 12))
             d.polygon([(x, H - h), (x - h, H), (x + h, H)], fill=(200, 205, 220) if sky != "night" else (60, 60, 80))
     a = _to_np(pil)
     a = a + (_noise_field(rng, 8)[..., None] - 0.5) * 30
@@ -210,31 +232,69 @@ def render_scene(rng, label):
 # --- vehicles (Cars) ---------------------------------------------------------------------------------------------
 # body outline (x, y) in a unit box, y down; wheels: list of (x, radius); all facing right
 VEHICLES: Dict[str, Tuple[list, list]] = {
-    "sedan": ([(0, .55), (.05, .42), (.27, .38), (.37, .12), (.68, .12), (.8, .38), (1, .45), (1, .75), (0, .75)],
-              [(.2, .13), (.8, .13)]),
-    "hatchback": ([(0, .5), (.05, .4), (.3, .35), (.42, .08), (.9, .08), (1, .35), (1, .75), (0, .75)],
-                  [(.2, .14), (.82, .14)]),
-    "wagon": ([(0, .5), (.05, .4), (.25, .35), (.35, .1), (1, .1), (1, .75), (0, .75)], [(.18, .13), (.82, .13)]),
-    "coupe": ([(0, .6), (.1, .5), (.35, .45), (.5, .2), (.7, .2), (.9, .5), (1, .55), (1, .75), (0, .75)],
-              [(.2, .12), (.8, .12)]),
-    "pickup": ([(0, .45), (.05, .35), (.25, .3), (.3, .05), (.5, .05), (.52, .38), (1, .38), (1, .75), (0, .75)],
-               [(.18, .14), (.8, .14)]),
-    "van": ([(0, .45), (.12, .05), (1, .05), (1, .75), (0, .75)], [(.2, .13), (.8, .13)]),
-    "bus": ([(0, .08), (1, .08), (1, .78), (0, .78)], [(.15, .11), (.8, .11)]),
-    "box truck": ([(0, .35), (.05, .25), (.22, .25), (.25, .0), (1, .0), (1, .75), (0, .75)],
-                  [(.14, .12), (.68, .12), (.86, .12)]),
-    "sports car": ([(0, .65), (.3, .55), (.45, .38), (.65, .38), (.85, .55), (1, .62), (1, .78), (0, .78)],
-                   [(.2, .11), (.82, .11)]),
-    "suv": ([(0, .4), (.05, .3), (.2, .28), (.28, .02), (.95, .02), (1, .25), (1, .72), (0, .72)],
-            [(.2, .16), (.8, .16)]),
-    "limousine": ([(0, .55), (.04, .45), (.15, .42), (.22, .2), (.82, .2), (.9, .42), (1, .48), (1, .75),
-                   (0, .75)], [(.1, .1), (.9, .1)]),
-    "tractor": ([(0, .5), (.45, .5), (.5, .0), (.85, .0), (.85, .4), (1, .45), (1, .7), (0, .7)],
-                [(.18, .12), (.72, .28)]),
+    "sedan": (
+        [
+            (0, 0.55),
+            (0.05, 0.42),
+            (0.27, 0.38),
+            (0.37, 0.12),
+            (0.68, 0.12),
+            (0.8, 0.38),
+            (1, 0.45),
+            (1, 0.75),
+            (0, 0.75),
+        ],
+        [(0.2, 0.13), (0.8, 0.13)],
+    ),
+    "hatchback": (
+        [(0, 0.5), (0.05, 0.4), (0.3, 0.35), (0.42, 0.08), (0.9, 0.08), (1, 0.35), (1, 0.75), (0, 0.75)],
+        [(0.2, 0.14), (0.82, 0.14)],
+    ),
+    "wagon": (
+        [(0, 0.5), (0.05, 0.4), (0.25, 0.35), (0.35, 0.1), (1, 0.1), (1, 0.75), (0, 0.75)],
+        [(0.18, 0.13), (0.82, 0.13)],
+    ),
+    "coupe": (
+        [(0, 0.6), (0.1, 0.5), (0.35, 0.45), (0.5, 0.2), (0.7, 0.2), (0.9, 0.5), (1, 0.55), (1, 0.75), (0, 0.75)],
+        [(0.2, 0.12), (0.8, 0.12)],
+    ),
+    "pickup": (
+        [(0, 0.45), (0.05, 0.35), (0.25, 0.3), (0.3, 0.05), (0.5, 0.05), (0.52, 0.38), (1, 0.38), (1, 0.75), (0, 0.75)],
+        [(0.18, 0.14), (0.8, 0.14)],
+    ),
+    "van": ([(0, 0.45), (0.12, 0.05), (1, 0.05), (1, 0.75), (0, 0.75)], [(0.2, 0.13), (0.8, 0.13)]),
+    "bus": ([(0, 0.08), (1, 0.08), (1, 0.78), (0, 0.78)], [(0.15, 0.11), (0.8, 0.11)]),
+    "box truck": (
+        [(0, 0.35), (0.05, 0.25), (0.22, 0.25), (0.25, 0.0), (1, 0.0), (1, 0.75), (0, 0.75)],
+        [(0.14, 0.12), (0.68, 0.12), (0.86, 0.12)],
+    ),
+    "sports car": (
+        [(0, 0.65), (0.3, 0.55), (0.45, 0.38), (0.65, 0.38), (0.85, 0.55), (1, 0.62), (1, 0.78), (0, 0.78)],
+        [(0.2, 0.11), (0.82, 0.11)],
+    ),
+    "suv": (
+        [(0, 0.4), (0.05, 0.3), (0.2, 0.28), (0.28, 0.02), (0.95, 0.02), (1, 0.25), (1, 0.72), (0, 0.72)],
+        [(0.2, 0.16), (0.8, 0.16)],
+    ),
+    "limousine": (
+        [(0, 0.55), (0.04, 0.45), (0.15, 0.42), (0.22, 0.2), (0.82, 0.2), (0.9, 0.42), (1, 0.48), (1, 0.75), (0, 0.75)],
+        [(0.1, 0.1), (0.9, 0.1)],
+    ),
+    "tractor": (
+        [(0, 0.5), (0.45, 0.5), (0.5, 0.0), (0.85, 0.0), (0.85, 0.4), (1, 0.45), (1, 0.7), (0, 0.7)],
+        [(0.18, 0.12), (0.72, 0.28)],
+    ),
 }
 VEHICLE_CLASSES = list(VEHICLES)
-VEHICLE_ASPECT = {"bus": .42, "box truck": .5, "limousine": .28, "van": .5, "suv": .48, "tractor": .6,
-                  "sports car": .3}
+VEHICLE_ASPECT = {
+    "bus": 0.42,
+    "box truck": 0.5,
+    "limousine": 0.28,
+    "van": 0.5,
+    "suv": 0.48,
+    "tractor": 0.6,
+    "sports car": 0.3,
+}
 
 
 # body length in pixels (bus, limousine, box truck: 26-31). Version 1 drew 22-30: the small cars lost the outline
@@ -249,12 +309,16 @@ def render_vehicle(rng, label):
     sky = _gradient(rng, _jitter(rng, (150, 190, 230), 30), _jitter(rng, (210, 220, 235), 20), angle=np.pi / 2)
     road = np.asarray(_jitter(rng, (110, 110, 115), 20))
     a = sky.copy()
-    a[horizon:] = road + (_noise_field(rng, 12)[horizon:, :, None] - .5) * 25
-    a[horizon:horizon + 2] = _jitter(rng, (80, 130, 70), 20)
+    a[horizon:] = road + (_noise_field(rng, 12)[horizon:, :, None] - 0.5) * 25
+    a[horizon : horizon + 2] = _jitter(rng, (80, 130, 70), 20)
     pil = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8))
     d = ImageDraw.Draw(pil)
-    W = float(rng.uniform(*VEHICLE_WIDTH)) if name not in ("bus", "limousine", "box truck") else float(rng.uniform(26, 31))
-    Hh = W * VEHICLE_ASPECT.get(name, .36) * rng.uniform(.92, 1.08)
+    W = (
+        float(rng.uniform(*VEHICLE_WIDTH))
+        if name not in ("bus", "limousine", "box truck")
+        else float(rng.uniform(26, 31))
+    )
+    Hh = W * VEHICLE_ASPECT.get(name, 0.36) * rng.uniform(0.92, 1.08)
     x0 = rng.uniform(0, max(0.1, S - W)) if W < S else (S - W) / 2
     base = rng.uniform(24, 30)
     y0 = base - Hh
@@ -263,27 +327,48 @@ def render_vehicle(rng, label):
     paint = tuple(int(c) for c in _rgb(rng, 20, 235))
     d.polygon([(fx(u), y0 + v * Hh) for u, v in body], fill=paint)
     # windows: a band under the roof, lighter
-    win = (170, 200, 225) if rng.random() < .8 else (60, 70, 80)
+    win = (170, 200, 225) if rng.random() < 0.8 else (60, 70, 80)
     top = min(v for _, v in body)
     if name not in ("tractor",):
-        pts = [(u, v) for u, v in body if v <= top + .05]
+        pts = [(u, v) for u, v in body if v <= top + 0.05]
         if len(pts) >= 2:
             us = [u for u, _ in pts]
-            ua, ub = min(us) + .04, max(us) - .04
-            d.rectangle([min(fx(ua), fx(ub)), y0 + (top + .08) * Hh, max(fx(ua), fx(ub)),
-                         y0 + (top + .08) * Hh + max(1.5, .18 * Hh)], fill=win)
+            ua, ub = min(us) + 0.04, max(us) - 0.04
+            d.rectangle(
+                [
+                    min(fx(ua), fx(ub)),
+                    y0 + (top + 0.08) * Hh,
+                    max(fx(ua), fx(ub)),
+                    y0 + (top + 0.08) * Hh + max(1.5, 0.18 * Hh),
+                ],
+                fill=win,
+            )
     for u, r in wheels:
         rr = r * W * 0.5 + 1.2
-        cx, cy = fx(u), y0 + .75 * Hh
+        cx, cy = fx(u), y0 + 0.75 * Hh
         d.ellipse([cx - rr, cy - rr, cx + rr, cy + rr], fill=(20, 20, 20))
         d.ellipse([cx - rr / 2.5, cy - rr / 2.5, cx + rr / 2.5, cy + rr / 2.5], fill=(170, 170, 170))
     return _finish(_to_np(pil), rng, noise=4)
 
 
 # --- aerial (RESISC45) -------------------------------------------------------------------------------------------
-AERIAL_CLASSES = ["farmland", "circular farmland", "sparse residential", "dense residential", "forest", "lake",
-                  "river", "freeway", "intersection", "parking lot", "runway", "beach", "desert", "harbor",
-                  "roundabout"]
+AERIAL_CLASSES = [
+    "farmland",
+    "circular farmland",
+    "sparse residential",
+    "dense residential",
+    "forest",
+    "lake",
+    "river",
+    "freeway",
+    "intersection",
+    "parking lot",
+    "runway",
+    "beach",
+    "desert",
+    "harbor",
+    "roundabout",
+]
 
 
 def render_aerial(rng, label):
@@ -296,10 +381,14 @@ def render_aerial(rng, label):
     water = tuple(int(c) for c in _jitter(rng, (40, 85, 130), 15))
     sand = tuple(int(c) for c in _jitter(rng, (215, 195, 145), 15))
     if name == "farmland":
-        w = int(rng.integers(4, 9)); x = 0
+        w = int(rng.integers(4, 9))
+        x = 0
         while x < B:
-            c = tuple(int(v) for v in _jitter(rng, [(150, 170, 80), (170, 140, 90), (90, 140, 60)][rng.integers(3)], 15))
-            d.rectangle([x, 0, x + w - 1, B], fill=c); x += w
+            c = tuple(
+                int(v) for v in _jitter(rng, [(150, 170, 80), (170, 140, 90), (90, 140, 60)][rng.integers(3)], 15)
+            )
+            d.rectangle([x, 0, x + w - 1, B], fill=c)
+            x += w
     elif name == "circular farmland":
         pil.paste((165, 150, 110), (0, 0, B, B))
         for cx in (12, 36):
@@ -315,7 +404,10 @@ def render_aerial(rng, label):
         for y in range(4, B, 16 if not dense else 12):
             for x in range(int(rng.integers(0, 4)), B, step):
                 if dense or rng.random() < 0.6:
-                    rc = tuple(int(v) for v in _jitter(rng, [(170, 80, 60), (150, 150, 150), (200, 190, 170)][rng.integers(3)], 15))
+                    rc = tuple(
+                        int(v)
+                        for v in _jitter(rng, [(170, 80, 60), (150, 150, 150), (200, 190, 170)][rng.integers(3)], 15)
+                    )
                     d.rectangle([x, y, x + 4, y + 5], fill=rc)
     elif name == "forest":
         pil.paste(tuple(int(c) for c in _jitter(rng, (40, 80, 40), 10)), (0, 0, B, B))
@@ -324,23 +416,30 @@ def render_aerial(rng, label):
             c = tuple(int(v) for v in _jitter(rng, (50, 100, 45), 20))
             d.ellipse([int(x - r), int(y - r), int(x + r), int(y + r)], fill=c)
     elif name == "lake":
-        pts = [(24 + np.cos(t) * rng.uniform(10, 18), 24 + np.sin(t) * rng.uniform(10, 18))
-               for t in np.linspace(0, 2 * np.pi, 10, endpoint=False)]
+        pts = [
+            (24 + np.cos(t) * rng.uniform(10, 18), 24 + np.sin(t) * rng.uniform(10, 18))
+            for t in np.linspace(0, 2 * np.pi, 10, endpoint=False)
+        ]
         d.polygon(pts, fill=water)
     elif name == "river":
-        y = rng.uniform(15, 33); ph = rng.uniform(0, 6); w = rng.uniform(3, 6)
+        y = rng.uniform(15, 33)
+        ph = rng.uniform(0, 6)
+        w = rng.uniform(3, 6)
         pts = [(x, y + 6 * np.sin(x / 8 + ph)) for x in range(0, B + 1, 2)]
         d.line(pts, fill=water, width=int(w * 2))
     elif name == "freeway":
         d.rectangle([16, 0, 31, B], fill=road)
         d.rectangle([23, 0, 24, B], fill=(90, 110, 70))
         for y in range(0, B, 6):
-            d.line([(19, y), (19, y + 2)], fill=(230, 230, 230)); d.line([(28, y), (28, y + 2)], fill=(230, 230, 230))
+            d.line([(19, y), (19, y + 2)], fill=(230, 230, 230))
+            d.line([(28, y), (28, y + 2)], fill=(230, 230, 230))
     elif name == "intersection":
-        d.rectangle([19, 0, 28, B], fill=road); d.rectangle([0, 19, B, 28], fill=road)
+        d.rectangle([19, 0, 28, B], fill=road)
+        d.rectangle([0, 19, B, 28], fill=road)
         for y in range(0, B, 5):
             if not 18 < y < 29:
-                d.point((24, y), fill=(230, 230, 230)); d.point((y, 24), fill=(230, 230, 230))
+                d.point((24, y), fill=(230, 230, 230))
+                d.point((y, 24), fill=(230, 230, 230))
     elif name == "parking lot":
         pil.paste(road, (0, 0, B, B))
         for y in range(2, B, 9):
@@ -355,38 +454,50 @@ def render_aerial(rng, label):
         d.rectangle([5, 0, 7, B], fill=road)
     elif name == "beach":
         pil.paste(sand, (0, 0, B, B))
-        x0 = rng.uniform(18, 30); ph = rng.uniform(0, 6)
+        x0 = rng.uniform(18, 30)
+        ph = rng.uniform(0, 6)
         pts = [(x0 + 3 * np.sin(y / 5 + ph), y) for y in range(0, B + 1, 2)] + [(B, B), (B, 0)]
         d.polygon(pts, fill=water)
         d.line([(x0 + 3 * np.sin(y / 5 + ph), y) for y in range(0, B + 1, 2)], fill=(235, 240, 245), width=2)
     elif name == "desert":
         pil.paste(sand, (0, 0, B, B))
-        ph, f = rng.uniform(0, 6), rng.uniform(.25, .45)
+        ph, f = rng.uniform(0, 6), rng.uniform(0.25, 0.45)
         for y0 in range(-6, B, 7):
             pts = [(x, y0 + 3 * np.sin(f * x + ph + y0)) for x in range(0, B + 1, 2)]
-            d.line(pts, fill=tuple(int(c * .8) for c in sand), width=2)
+            d.line(pts, fill=tuple(int(c * 0.8) for c in sand), width=2)
     elif name == "harbor":
         pil.paste(water, (0, 0, B, B))
         d.rectangle([0, 0, B, 8], fill=road)
         for x in range(4, B, 10):
             d.rectangle([x, 8, x + 2, 36], fill=(200, 200, 200))
             for y in range(12, 34, 6):
-                if rng.random() < .7:
+                if rng.random() < 0.7:
                     d.rectangle([x + 4, y, x + 7, y + 3], fill=(240, 240, 240))
     elif name == "roundabout":
-        d.rectangle([21, 0, 26, B], fill=road); d.rectangle([0, 21, B, 26], fill=road)
+        d.rectangle([21, 0, 26, B], fill=road)
+        d.rectangle([0, 21, B, 26], fill=road)
         d.ellipse([12, 12, 36, 36], fill=road)
         d.ellipse([18, 18, 30, 30], fill=tuple(int(c) for c in _jitter(rng, (70, 140, 60), 10)))
     pil = pil.rotate(float(rng.uniform(0, 360)), resample=Image.BILINEAR)
-    sc = rng.uniform(.85, 1.15)
+    sc = rng.uniform(0.85, 1.15)
     c = int(round(S * sc / 2))
     pil = pil.crop((24 - c, 24 - c, 24 + c, 24 + c)).resize((S, S), Image.BILINEAR)
     return _finish(_to_np(pil), rng, noise=3)
 
 
 # --- landcover (EuroSAT) -----------------------------------------------------------------------------------------
-LANDCOVER_CLASSES = ["annual crop", "forest", "herbaceous vegetation", "highway", "industrial", "pasture",
-                     "permanent crop", "residential", "river", "sea or lake"]
+LANDCOVER_CLASSES = [
+    "annual crop",
+    "forest",
+    "herbaceous vegetation",
+    "highway",
+    "industrial",
+    "pasture",
+    "permanent crop",
+    "residential",
+    "river",
+    "sea or lake",
+]
 
 
 def render_landcover(rng, label):
@@ -400,38 +511,41 @@ def render_landcover(rng, label):
     v = -np.sin(th) * x + np.cos(th) * y
     green = _jitter(rng, (75, 105, 60), 12)
     if name == "annual crop":
-        a = _mix((np.sin(u * rng.uniform(.8, 1.2)) > 0).astype(np.float32) * .8 + fine * .2,
-                 _jitter(rng, (150, 130, 95), 15), _jitter(rng, (120, 145, 75), 15))
+        a = _mix(
+            (np.sin(u * rng.uniform(0.8, 1.2)) > 0).astype(np.float32) * 0.8 + fine * 0.2,
+            _jitter(rng, (150, 130, 95), 15),
+            _jitter(rng, (120, 145, 75), 15),
+        )
     elif name == "forest":
-        a = _mix(n * .5 + fine * .5, _jitter(rng, (25, 55, 30), 8), _jitter(rng, (45, 85, 45), 8))
+        a = _mix(n * 0.5 + fine * 0.5, _jitter(rng, (25, 55, 30), 8), _jitter(rng, (45, 85, 45), 8))
     elif name == "herbaceous vegetation":
-        a = _mix(n * .6 + fine * .4, _jitter(rng, (95, 105, 60), 12), _jitter(rng, (140, 130, 85), 12))
+        a = _mix(n * 0.6 + fine * 0.4, _jitter(rng, (95, 105, 60), 12), _jitter(rng, (140, 130, 85), 12))
     elif name == "highway":
-        a = _mix(n * .6 + fine * .4, green, _jitter(rng, (130, 120, 90), 12))
+        a = _mix(n * 0.6 + fine * 0.4, green, _jitter(rng, (130, 120, 90), 12))
         off = rng.uniform(-4, 4)
-        road = (np.abs(v - (np.cos(th) * 8 * 0 + v.mean() + off)) < rng.uniform(.7, 1.3)).astype(np.float32)
+        road = (np.abs(v - (np.cos(th) * 8 * 0 + v.mean() + off)) < rng.uniform(0.7, 1.3)).astype(np.float32)
         a = a * (1 - road[..., None]) + road[..., None] * _jitter(rng, (165, 160, 160), 10)
     elif name == "industrial":
         a = np.zeros((R, R, 3), np.float32) + _jitter(rng, (130, 125, 120), 10)
         for _ in range(int(rng.integers(3, 7))):
             x0, y0, w, h = rng.integers(0, R, 4)
-            a[y0:y0 + 2 + h // 2, x0:x0 + 2 + w // 2] = _jitter(rng, (200, 200, 205), 20)
-        a += (fine[..., None] - .5) * 30
+            a[y0 : y0 + 2 + h // 2, x0 : x0 + 2 + w // 2] = _jitter(rng, (200, 200, 205), 20)
+        a += (fine[..., None] - 0.5) * 30
     elif name == "pasture":
-        a = _mix(n * .8 + fine * .2, _jitter(rng, (105, 150, 70), 10), _jitter(rng, (130, 165, 90), 10))
+        a = _mix(n * 0.8 + fine * 0.2, _jitter(rng, (105, 150, 70), 10), _jitter(rng, (130, 165, 90), 10))
     elif name == "permanent crop":
-        dots = ((np.sin(u * 1.6) > .3) & (np.sin(v * 1.6) > .3)).astype(np.float32)
-        a = _mix(dots * .8 + fine * .2, _jitter(rng, (150, 135, 95), 12), _jitter(rng, (60, 100, 50), 12))
+        dots = ((np.sin(u * 1.6) > 0.3) & (np.sin(v * 1.6) > 0.3)).astype(np.float32)
+        a = _mix(dots * 0.8 + fine * 0.2, _jitter(rng, (150, 135, 95), 12), _jitter(rng, (60, 100, 50), 12))
     elif name == "residential":
-        a = _mix((fine > .55).astype(np.float32), _jitter(rng, (150, 140, 130), 12), _jitter(rng, (180, 110, 95), 20))
-        a = a * .8 + green * .2
+        a = _mix((fine > 0.55).astype(np.float32), _jitter(rng, (150, 140, 130), 12), _jitter(rng, (180, 110, 95), 20))
+        a = a * 0.8 + green * 0.2
     elif name == "river":
-        a = _mix(n * .6 + fine * .4, green, _jitter(rng, (110, 125, 70), 10))
+        a = _mix(n * 0.6 + fine * 0.4, green, _jitter(rng, (110, 125, 70), 10))
         c = v.mean() + rng.uniform(-3, 3) + 2.5 * np.sin(u / rng.uniform(2, 4) + rng.uniform(0, 6))
-        riv = (np.abs(v - c) < rng.uniform(.9, 1.6)).astype(np.float32)[..., None]
+        riv = (np.abs(v - c) < rng.uniform(0.9, 1.6)).astype(np.float32)[..., None]
         a = a * (1 - riv) + riv * _jitter(rng, (45, 70, 95), 10)
     else:  # sea or lake
-        a = _mix(n * .7 + fine * .3, _jitter(rng, (20, 45, 80), 10), _jitter(rng, (35, 70, 100), 10))
+        a = _mix(n * 0.7 + fine * 0.3, _jitter(rng, (20, 45, 80), 10), _jitter(rng, (35, 70, 100), 10))
     a = _upsample(a, S)
     return _finish(a, rng, noise=3, bright=(0.8, 1.2))
 
@@ -448,18 +562,18 @@ def render_streetnum(rng, label):
     font = DEJAVU[rng.integers(len(DEJAVU))]
     size = int(rng.integers(20, 30))
     cx, cy = 16 + rng.uniform(-2, 2), 16 + rng.uniform(-2, 2)
-    sp = size * rng.uniform(.55, .75)
+    sp = size * rng.uniform(0.55, 0.75)
     rot = rng.uniform(-8, 8)
     for k in (-1, 1):
-        if rng.random() < .75:
+        if rng.random() < 0.75:
             _paste_glyph(pil, str(rng.integers(10)), font, size, cx + k * sp, cy, fg, rot)
     _paste_glyph(pil, str(label), font, size, cx, cy, fg, rot)
     d = ImageDraw.Draw(pil)
     for _ in range(int(rng.integers(0, 3))):
         y = int(rng.integers(0, S))
         d.line([0, y, S, y + int(rng.integers(-4, 5))], fill=tuple(int(c) for c in _rgb(rng)), width=1)
-    if rng.random() < .4:
-        pil = pil.filter(ImageFilter.GaussianBlur(rng.uniform(.3, .9)))
+    if rng.random() < 0.4:
+        pil = pil.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 0.9)))
     return _finish(_to_np(pil), rng, noise=6)
 
 
@@ -469,12 +583,27 @@ _SIGN_SPEC = (
     + [("circle", "prohibit", s) for s in ["⇄", "✕", "P", "⚡"]]
     + [("triangle", "warning", s) for s in ["!", "↯", "≈", "☂", "❄", "⚠", "↰", "≋"]]
     + [("circle", "mandatory", s) for s in ["↑", "→", "←", "↱", "↻", "⇡"]]
-    + [("octagon", "stop", ""), ("invtriangle", "yield", ""), ("diamond", "priority", ""),
-       ("circle", "noentry", ""), ("square", "info", "P"), ("circle", "end", "")]
+    + [
+        ("octagon", "stop", ""),
+        ("invtriangle", "yield", ""),
+        ("diamond", "priority", ""),
+        ("circle", "noentry", ""),
+        ("square", "info", "P"),
+        ("circle", "end", ""),
+    ]
 )
-SIGN_CLASSES = [f"{kind} {sym}".strip() if kind not in ("stop", "yield", "priority", "noentry", "end")
-                else {"stop": "stop", "yield": "yield", "priority": "priority road", "noentry": "no entry",
-                      "end": "end of restrictions"}[kind] for _, kind, sym in _SIGN_SPEC]
+SIGN_CLASSES = [
+    f"{kind} {sym}".strip()
+    if kind not in ("stop", "yield", "priority", "noentry", "end")
+    else {
+        "stop": "stop",
+        "yield": "yield",
+        "priority": "priority road",
+        "noentry": "no entry",
+        "end": "end of restrictions",
+    }[kind]
+    for _, kind, sym in _SIGN_SPEC
+]
 SIGN_CLASSES = [n.replace("prohibit ", "limit ") if n.split(" ")[-1].isdigit() else n for n in SIGN_CLASSES]
 SIGN_CLASSES = [n.replace("info P", "parking").replace("prohibit P", "no parking") for n in SIGN_CLASSES]
 
@@ -506,35 +635,45 @@ def render_sign(rng, label):
     if shape == "circle":
         box = [cx - r, cy - r, cx + r, cy + r]
         if kind == "prohibit":
-            d.ellipse(box, fill=jit(red)); rr = r * .72; d.ellipse([cx - rr, cy - rr, cx + rr, cy + rr], fill=jit(white))
+            d.ellipse(box, fill=jit(red))
+            rr = r * 0.72
+            d.ellipse([cx - rr, cy - rr, cx + rr, cy + rr], fill=jit(white))
         elif kind == "mandatory":
-            d.ellipse(box, fill=jit(blue)); fg = white
+            d.ellipse(box, fill=jit(blue))
+            fg = white
         elif kind == "noentry":
-            d.ellipse(box, fill=jit(red)); d.rectangle([cx - r * .7, cy - r * .18, cx + r * .7, cy + r * .18], fill=white)
+            d.ellipse(box, fill=jit(red))
+            d.rectangle([cx - r * 0.7, cy - r * 0.18, cx + r * 0.7, cy + r * 0.18], fill=white)
         elif kind == "end":
-            d.ellipse(box, fill=jit(white)); d.line([cx - r * .7, cy + r * .7, cx + r * .7, cy - r * .7], fill=black, width=2)
+            d.ellipse(box, fill=jit(white))
+            d.line([cx - r * 0.7, cy + r * 0.7, cx + r * 0.7, cy - r * 0.7], fill=black, width=2)
     elif kind == "warning":
-        d.polygon(_poly("triangle", cx, cy + r * .2, r * 1.1), fill=jit(red))
-        d.polygon(_poly("triangle", cx, cy + r * .2, r * .7), fill=jit(white))
+        d.polygon(_poly("triangle", cx, cy + r * 0.2, r * 1.1), fill=jit(red))
+        d.polygon(_poly("triangle", cx, cy + r * 0.2, r * 0.7), fill=jit(white))
     elif kind == "stop":
-        d.polygon(_poly("octagon", cx, cy, r), fill=jit(red)); d.rectangle([cx - r * .6, cy - 1.5, cx + r * .6, cy + 1.5], fill=white)
+        d.polygon(_poly("octagon", cx, cy, r), fill=jit(red))
+        d.rectangle([cx - r * 0.6, cy - 1.5, cx + r * 0.6, cy + 1.5], fill=white)
     elif kind == "yield":
-        d.polygon(_poly("invtriangle", cx, cy - r * .2, r * 1.1), fill=jit(red))
-        d.polygon(_poly("invtriangle", cx, cy - r * .2, r * .65), fill=jit(white))
+        d.polygon(_poly("invtriangle", cx, cy - r * 0.2, r * 1.1), fill=jit(red))
+        d.polygon(_poly("invtriangle", cx, cy - r * 0.2, r * 0.65), fill=jit(white))
     elif kind == "priority":
-        d.polygon(_poly("diamond", cx, cy, r), fill=jit(white)); d.polygon(_poly("diamond", cx, cy, r * .7), fill=jit(yellow))
+        d.polygon(_poly("diamond", cx, cy, r), fill=jit(white))
+        d.polygon(_poly("diamond", cx, cy, r * 0.7), fill=jit(yellow))
     elif kind == "info":
-        d.polygon(_poly("square", cx, cy, r * 1.2), fill=jit(blue)); fg = white
+        d.polygon(_poly("square", cx, cy, r * 1.2), fill=jit(blue))
+        fg = white
     if sym:
         fonts = _fonts_for(sym, DEJAVU[:2] + DEJAVU[7:9]) or _fonts_for(sym)
-        size = int(r * (1.0 if len(sym) == 1 else (.85 if len(sym) == 2 else .62)))
+        size = int(r * (1.0 if len(sym) == 1 else (0.85 if len(sym) == 2 else 0.62)))
         if kind == "warning":
-            size = int(r * .8)
-        _paste_glyph(pil, sym, fonts[rng.integers(len(fonts))], size, cx, cy + (r * .3 if kind == "warning" else 0), fg)
+            size = int(r * 0.8)
+        _paste_glyph(
+            pil, sym, fonts[rng.integers(len(fonts))], size, cx, cy + (r * 0.3 if kind == "warning" else 0), fg
+        )
         if kind == "prohibit" and not sym.isdigit():
-            d.line([cx - r * .5, cy - r * .5, cx + r * .5, cy + r * .5], fill=red, width=2)
-    if rng.random() < .5:
-        pil = pil.filter(ImageFilter.GaussianBlur(rng.uniform(.3, 1.0)))
+            d.line([cx - r * 0.5, cy - r * 0.5, cx + r * 0.5, cy + r * 0.5], fill=red, width=2)
+    if rng.random() < 0.5:
+        pil = pil.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))
     return _finish(_to_np(pil), rng, noise=5, bright=(0.55, 1.25))
 
 
@@ -555,23 +694,46 @@ def render_handwritten_from(rng, img8: np.ndarray, augment: bool):
         big = big.resize((s, s), Image.BILINEAR)
     canvas = Image.new("L", (S, S), 0)
     off = (S - big.size[0]) // 2
-    dx, dy = (rng.integers(-2, 3, 2) if augment else (0, 0))
+    dx, dy = rng.integers(-2, 3, 2) if augment else (0, 0)
     canvas.paste(big, (int(off + dx), int(off + dy)))
     a = np.asarray(canvas, np.float32)[..., None].repeat(3, axis=2)
     return np.clip(a, 0, 255).astype(np.uint8)
 
 
 # --- textures (DTD) ----------------------------------------------------------------------------------------------
-TEXTURE_CLASSES = ["banded", "striped", "zigzagged", "chequered", "grid", "crosshatched", "dotted", "polka-dotted",
-                   "bubbly", "honeycombed", "swirly", "spiralled", "marbled", "blotchy", "sprinkled", "veined",
-                   "cracked", "woven", "scaly", "wavy", "stratified", "fibrous", "pleated", "knitted"]
+TEXTURE_CLASSES = [
+    "banded",
+    "striped",
+    "zigzagged",
+    "chequered",
+    "grid",
+    "crosshatched",
+    "dotted",
+    "polka-dotted",
+    "bubbly",
+    "honeycombed",
+    "swirly",
+    "spiralled",
+    "marbled",
+    "blotchy",
+    "sprinkled",
+    "veined",
+    "cracked",
+    "woven",
+    "scaly",
+    "wavy",
+    "stratified",
+    "fibrous",
+    "pleated",
+    "knitted",
+]
 
 
 # Version 1 drew periods of 4.5-7.5 px with any two colours 140 apart in L1: finer than an 8-px patch resolves and
 # often nearly equal in luminance (Individual 55%, far below DTD's ~79% with ViT-B/32). Version 2: a coarser period
 # and colours that differ in luminance (Individual 83%, θ0 40% as CLIP's ~44% zero-shot on DTD).
-TEXTURE_PERIOD = (7.5, 12.0)   # pattern period in pixels
-TEXTURE_LUM_CONTRAST = 80      # minimum luminance difference of the two colours
+TEXTURE_PERIOD = (7.5, 12.0)  # pattern period in pixels
+TEXTURE_LUM_CONTRAST = 80  # minimum luminance difference of the two colours
 
 
 def render_texture(rng, label):
@@ -585,28 +747,30 @@ def render_texture(rng, label):
     if name == "banded":
         m = (np.sin(tau * u / (p * 2.6)) > 0).astype(np.float32)
     elif name == "striped":
-        m = (np.sin(tau * u / (p * .7)) > 0).astype(np.float32)
+        m = (np.sin(tau * u / (p * 0.7)) > 0).astype(np.float32)
     elif name == "zigzagged":
         tri = np.abs(((v / p) % 2) - 1) * p
         m = (np.sin(tau * (u + tri) / p) > 0).astype(np.float32)
     elif name == "chequered":
         m = ((np.sin(tau * u / (2 * p)) > 0) ^ (np.sin(tau * v / (2 * p)) > 0)).astype(np.float32)
     elif name == "grid":
-        m = ((np.abs(np.sin(np.pi * u / p)) < .25) | (np.abs(np.sin(np.pi * v / p)) < .25)).astype(np.float32)
+        m = ((np.abs(np.sin(np.pi * u / p)) < 0.25) | (np.abs(np.sin(np.pi * v / p)) < 0.25)).astype(np.float32)
     elif name == "crosshatched":
         a1, a2 = (u + v) / 1.41, (u - v) / 1.41
-        m = ((np.abs(np.sin(np.pi * a1 / (p * .6))) < .3) | (np.abs(np.sin(np.pi * a2 / (p * .6))) < .3)).astype(np.float32)
+        m = ((np.abs(np.sin(np.pi * a1 / (p * 0.6))) < 0.3) | (np.abs(np.sin(np.pi * a2 / (p * 0.6))) < 0.3)).astype(
+            np.float32
+        )
     elif name == "dotted":
         m = (((u % p) - p / 2) ** 2 + ((v % p) - p / 2) ** 2 < 1.4).astype(np.float32)
     elif name == "polka-dotted":
         q = p * 1.8
-        m = (((u % q) - q / 2) ** 2 + ((v % q) - q / 2) ** 2 < (q * .3) ** 2).astype(np.float32)
+        m = (((u % q) - q / 2) ** 2 + ((v % q) - q / 2) ** 2 < (q * 0.3) ** 2).astype(np.float32)
     elif name == "bubbly":
         m = np.zeros((S, S), np.float32)
         for _ in range(int(rng.integers(6, 12))):
             cx, cy, r = rng.uniform(0, S), rng.uniform(0, S), rng.uniform(2.5, 7)
             dd = np.sqrt((x - cx) ** 2 + (y - cy) ** 2)
-            m = np.maximum(m, (np.abs(dd - r) < .8).astype(np.float32))
+            m = np.maximum(m, (np.abs(dd - r) < 0.8).astype(np.float32))
     elif name == "honeycombed":
         k = tau / (p * 1.2)
         h = sum(np.cos(k * (np.cos(a) * u + np.sin(a) * v)) for a in (0, tau / 3, 2 * tau / 3))
@@ -618,16 +782,17 @@ def render_texture(rng, label):
         if name == "spiralled":
             m = (np.sin(ang * 2 + tau * r / p) > 0).astype(np.float32)
         else:
-            m = (np.sin(tau * u / (p * 1.5) + 3 * np.sin(tau * v / (p * 3))) > 0).astype(np.float32) * 0 + \
-                (np.sin(3 * ang + 5 * np.sin(r / 3)) > 0).astype(np.float32)
+            m = (np.sin(tau * u / (p * 1.5) + 3 * np.sin(tau * v / (p * 3))) > 0).astype(np.float32) * 0 + (
+                np.sin(3 * ang + 5 * np.sin(r / 3)) > 0
+            ).astype(np.float32)
     elif name == "marbled":
         m = 0.5 + 0.5 * np.sin(tau * u / (p * 2) + 7 * _noise_field(rng, 4))
     elif name == "blotchy":
-        m = (_noise_field(rng, 5) > .5).astype(np.float32)
+        m = (_noise_field(rng, 5) > 0.5).astype(np.float32)
     elif name == "sprinkled":
-        m = (rng.random((S, S)) < .08).astype(np.float32)
+        m = (rng.random((S, S)) < 0.08).astype(np.float32)
     elif name == "veined":
-        m = (np.abs(_noise_field(rng, 5) - .5) < .04).astype(np.float32)
+        m = (np.abs(_noise_field(rng, 5) - 0.5) < 0.04).astype(np.float32)
     elif name == "cracked":
         pts = rng.uniform(-4, S + 4, size=(14, 2))
         dd = np.sort(np.sqrt((x[..., None] - pts[:, 0]) ** 2 + (y[..., None] - pts[:, 1]) ** 2), axis=-1)
@@ -640,24 +805,27 @@ def render_texture(rng, label):
         q = p * 1.3
         row = np.floor(v / q)
         uu = u + (row % 2) * q / 2
-        dd = np.sqrt(((uu % q) - q / 2) ** 2 + ((v % q)) ** 2)
-        m = (np.abs(dd - q * .55) < .7).astype(np.float32)
+        dd = np.sqrt(((uu % q) - q / 2) ** 2 + (v % q) ** 2)
+        m = (np.abs(dd - q * 0.55) < 0.7).astype(np.float32)
     elif name == "wavy":
         m = (np.sin(tau * u / p + 2.5 * np.sin(tau * v / (p * 3))) > 0).astype(np.float32)
     elif name == "stratified":
         m = ((v + 4 * _noise_field(rng, 4)) / (p * 1.3)) % 1.0
     elif name == "fibrous":
-        pil = Image.new("L", (S, S), 0); dr = ImageDraw.Draw(pil)
+        pil = Image.new("L", (S, S), 0)
+        dr = ImageDraw.Draw(pil)
         a0 = rng.uniform(0, np.pi)
         for _ in range(40):
-            cx, cy = rng.uniform(0, S, 2); a = a0 + rng.normal(0, .25); L = rng.uniform(4, 10)
+            cx, cy = rng.uniform(0, S, 2)
+            a = a0 + rng.normal(0, 0.25)
+            L = rng.uniform(4, 10)
             dr.line([cx, cy, cx + L * np.cos(a), cy + L * np.sin(a)], fill=255)
         m = np.asarray(pil, np.float32) / 255
     elif name == "pleated":
         m = (u / (p * 1.2)) % 1.0
     else:  # knitted: rows of small chevrons
-        q = p * .9
-        m = (np.abs(((u / q) % 1.0) - .5) * 2 * q * .6 + (v % q) < q * .6).astype(np.float32)
+        q = p * 0.9
+        m = (np.abs(((u / q) % 1.0) - 0.5) * 2 * q * 0.6 + (v % q) < q * 0.6).astype(np.float32)
     c0 = _rgb(rng)
     c1 = _contrasting_lum(rng, c0, TEXTURE_LUM_CONTRAST)
     a = _mix(np.clip(m, 0, 1).astype(np.float32), c0, c1)
@@ -670,25 +838,58 @@ def render_texture(rng, label):
 # ------------------------------------------------------------------------------------------------------------------
 
 TASKS: Dict[str, dict] = {
-    "scenes": dict(analogue="SUN397", classes=SCENE_CLASSES, render=render_scene,
-                   description="landscapes: sky type x ground type, with clouds, trees, buildings and noise"),
-    "vehicles": dict(analogue="Stanford Cars", classes=VEHICLE_CLASSES, render=render_vehicle, version=2,
-                     description="side views of vehicle body types on a road; paint, size, position, facing vary"),
-    "aerial": dict(analogue="RESISC45", classes=AERIAL_CLASSES, render=render_aerial,
-                   description="crisp top-down geometric scenes at any rotation and a range of scales"),
-    "landcover": dict(analogue="EuroSAT", classes=LANDCOVER_CLASSES, render=render_landcover,
-                      description="blurry 16x16-resolution satellite tiles upsampled to 32x32, muted palette"),
-    "streetnum": dict(analogue="SVHN", classes=DIGIT_CLASSES, render=render_streetnum,
-                      description="centre font digit with neighbouring digits, clutter lines, blur, any colours"),
-    "signs": dict(analogue="GTSRB", classes=SIGN_CLASSES, render=render_sign,
-                  description="traffic signs (shape x colour scheme x pictogram) on blurred backdrops, "
-                              "strong brightness changes"),
-    "handwritten": dict(analogue="MNIST", classes=DIGIT_CLASSES, render=None,
-                        description="sklearn's real 8x8 handwritten digits upscaled, white on black; train "
-                                    "images augmented (shift, rotation, scale), val/test originals held out"),
-    "textures": dict(analogue="DTD", classes=TEXTURE_CLASSES, render=render_texture, version=2,
-                     description="procedural textures with random two-colour palettes (contrasting in "
-                                 "luminance), rotation and period (7.5-12 px)"),
+    "scenes": dict(
+        analogue="SUN397",
+        classes=SCENE_CLASSES,
+        render=render_scene,
+        description="landscapes: sky type x ground type, with clouds, trees, buildings and noise",
+    ),
+    "vehicles": dict(
+        analogue="Stanford Cars",
+        classes=VEHICLE_CLASSES,
+        render=render_vehicle,
+        version=2,
+        description="side views of vehicle body types on a road; paint, size, position, facing vary",
+    ),
+    "aerial": dict(
+        analogue="RESISC45",
+        classes=AERIAL_CLASSES,
+        render=render_aerial,
+        description="crisp top-down geometric scenes at any rotation and a range of scales",
+    ),
+    "landcover": dict(
+        analogue="EuroSAT",
+        classes=LANDCOVER_CLASSES,
+        render=render_landcover,
+        description="blurry 16x16-resolution satellite tiles upsampled to 32x32, muted palette",
+    ),
+    "streetnum": dict(
+        analogue="SVHN",
+        classes=DIGIT_CLASSES,
+        render=render_streetnum,
+        description="centre font digit with neighbouring digits, clutter lines, blur, any colours",
+    ),
+    "signs": dict(
+        analogue="GTSRB",
+        classes=SIGN_CLASSES,
+        render=render_sign,
+        description="traffic signs (shape x colour scheme x pictogram) on blurred backdrops, strong brightness changes",
+    ),
+    "handwritten": dict(
+        analogue="MNIST",
+        classes=DIGIT_CLASSES,
+        render=None,
+        description="sklearn's real 8x8 handwritten digits upscaled, white on black; train "
+        "images augmented (shift, rotation, scale), val/test originals held out",
+    ),
+    "textures": dict(
+        analogue="DTD",
+        classes=TEXTURE_CLASSES,
+        render=render_texture,
+        version=2,
+        description="procedural textures with random two-colour palettes (contrasting in "
+        "luminance), rotation and period (7.5-12 px)",
+    ),
 }
 TASK_NAMES: List[str] = list(TASKS)
 SOURCE_VERSION = 1  # bump when the pretraining source renderer changes (part of the pretraining stage's cache key)
@@ -702,8 +903,16 @@ def task_version(task: str) -> int:
 
 def task_info() -> Dict[str, dict]:
     """name -> {name, analogue, n_classes, description, class_names} (what the book's table shows)."""
-    return {t: dict(name=t, analogue=v["analogue"], n_classes=len(v["classes"]), description=v["description"],
-                    class_names=list(v["classes"])) for t, v in TASKS.items()}
+    return {
+        t: dict(
+            name=t,
+            analogue=v["analogue"],
+            n_classes=len(v["classes"]),
+            description=v["description"],
+            class_names=list(v["classes"]),
+        )
+        for t, v in TASKS.items()
+    }
 
 
 def _split_seed(seed: int, task: str, split: str) -> np.random.SeedSequence:
@@ -722,8 +931,10 @@ def generate_split(task: str, split: str, n: int, seed: int) -> Tuple[np.ndarray
         part = {"train": [], "val": [], "test": []}
         for c in range(10):
             idx = prng.permutation(np.flatnonzero(tg == c))
-            a, b = int(.6 * len(idx)), int(.75 * len(idx))
-            part["train"] += list(idx[:a]); part["val"] += list(idx[a:b]); part["test"] += list(idx[b:])
+            a, b = int(0.6 * len(idx)), int(0.75 * len(idx))
+            part["train"] += list(idx[:a])
+            part["val"] += list(idx[a:b])
+            part["test"] += list(idx[b:])
         pool = np.array(sorted(part[split]))
         if split == "train":
             pick = pool[rng.integers(0, len(pool), n)]
@@ -741,9 +952,13 @@ def generate_split(task: str, split: str, n: int, seed: int) -> Tuple[np.ndarray
 # pretraining source: glyphs and shapes (none of the tasks' classes) in all the tasks' styles
 # ------------------------------------------------------------------------------------------------------------------
 
-SOURCE_TEXT = (list("abcdefghijklmnopqrstuvwxyz") + list("ABDEFGHJKLMNQRTUVWXYZ")
-               + list("αβγδεζηθλμξπρσφψω") + list("бгджзилфцчшщъыюя")
-               + list("&@#$%?§¶∞♠♣♥♦★☺♪✓✗☀☎✿♞⌘Ω∑√∫"))
+SOURCE_TEXT = (
+    list("abcdefghijklmnopqrstuvwxyz")
+    + list("ABDEFGHJKLMNQRTUVWXYZ")
+    + list("αβγδεζηθλμξπρσφψω")
+    + list("бгджзилфцчшщъыюя")
+    + list("&@#$%?§¶∞♠♣♥♦★☺♪✓✗☀☎✿♞⌘Ω∑√∫")
+)
 
 
 def _source_fonts():
@@ -813,18 +1028,25 @@ def _source_background(rng, style) -> Tuple[np.ndarray, dict]:
         f = rng.normal(0, 30, size=(res,) * 2 + (3,)) + base
         return _upsample(f.astype(np.float32), S), dict(field_resolution=res - 2)
     if style == 2:  # two-colour periodic pattern (texture like; stripes / checks of random period and angle)
-        y, x = np.mgrid[0:S, 0:S].astype(np.float32); th = rng.uniform(0, 2 * np.pi); p = rng.uniform(3, 12)
-        u = np.cos(th) * x + np.sin(th) * y; v = -np.sin(th) * x + np.cos(th) * y
+        y, x = np.mgrid[0:S, 0:S].astype(np.float32)
+        th = rng.uniform(0, 2 * np.pi)
+        p = rng.uniform(3, 12)
+        u = np.cos(th) * x + np.sin(th) * y
+        v = -np.sin(th) * x + np.cos(th) * y
         m = np.sin(2 * np.pi * u / p) > 0
-        checks = rng.random() < .5
+        checks = rng.random() < 0.5
         if checks:
             m = m ^ (np.sin(2 * np.pi * v / p) > 0)
-        attrs = dict(pattern=int(checks), period=min(2, int((p - 3) // 3)),
-                     orientation=int(round((th % np.pi) / (np.pi / 4))) % 4)
+        attrs = dict(
+            pattern=int(checks),
+            period=min(2, int((p - 3) // 3)),
+            orientation=int(round((th % np.pi) / (np.pi / 4))) % 4,
+        )
         return _mix(m.astype(np.float32), base, other()), attrs
     if style == 3:  # horizon split (scene / road like)
         a = _gradient(rng, base, other(), angle=np.pi / 2)
-        h = int(rng.integers(6, 26)); a[h:] = other() + (_noise_field(rng, 8)[h:, :, None] - .5) * 30
+        h = int(rng.integers(6, 26))
+        a[h:] = other() + (_noise_field(rng, 8)[h:, :, None] - 0.5) * 30
         return a, dict(horizon=(h - 6) // 5)
     if style == 4:  # black (handwriting like)
         return np.zeros((S, S, 3), np.float32) + rng.uniform(0, 30), {}
@@ -843,8 +1065,7 @@ def _contrasting_lum(rng, c, min_diff=90):
     return np.full(3, 255.0 if _lum(c) < 128 else 0.0)
 
 
-def render_source(rng, label: int, fonts_by_text, easy: bool = False
-                  ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+def render_source(rng, label: int, fonts_by_text, easy: bool = False) -> Tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     """one source image, its colour targets (fg rgb, bg mean rgb) in [0, 1], its attribute classes
     (:data:`SOURCE_ATTRIBUTES`) and the font file of its glyph. ``easy``: plain background, large upright centred
     glyph, no clutter (a share of these lets the ViT get off its initial plateau quickly)."""
@@ -867,28 +1088,30 @@ def render_source(rng, label: int, fonts_by_text, easy: bool = False
     fg = _contrasting_lum(rng, bgm, 80) if style != 4 else np.full(3, rng.integers(200, 256))
     d = ImageDraw.Draw(pil)
     plate = 0
-    if rng.random() < .25:  # a plate behind the glyph (sign like), contrasting with the glyph
-        r = rng.uniform(9, 15); c = _contrasting_lum(rng, fg, 80)
-        plate = 1 if rng.random() < .5 else 2
+    if rng.random() < 0.25:  # a plate behind the glyph (sign like), contrasting with the glyph
+        r = rng.uniform(9, 15)
+        c = _contrasting_lum(rng, fg, 80)
+        plate = 1 if rng.random() < 0.5 else 2
         fn = d.ellipse if plate == 1 else d.rectangle
         fn([16 - r, 16 - r, 16 + r, 16 + r], fill=tuple(int(v) for v in c))
     fonts = fonts_by_text[text]
     font = fonts[rng.integers(len(fonts))]
     size = int(rng.integers(16, 30))
-    neighbours = rng.random() < .15
+    neighbours = rng.random() < 0.15
     if neighbours:  # street-number like
         for k in (-1, 1):
             other = SOURCE_TEXT[rng.integers(len(SOURCE_TEXT))]
             of = fonts_by_text[other]
-            _paste_glyph(pil, other, of[rng.integers(len(of))], size, 16 + k * size * .75, 16, fg)
+            _paste_glyph(pil, other, of[rng.integers(len(of))], size, 16 + k * size * 0.75, 16, fg)
     _paste_glyph(pil, text, font, size, 16 + rng.uniform(-3, 3), 16 + rng.uniform(-3, 3), fg, rng.uniform(-15, 15))
-    blur = rng.random() < .2
+    blur = rng.random() < 0.2
     if blur:
-        pil = pil.filter(ImageFilter.GaussianBlur(rng.uniform(.3, .8)))
+        pil = pil.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 0.8)))
     img = _finish(_to_np(pil), rng, noise=4)
     target = np.concatenate([np.asarray(fg, np.float32) / 255, bgm.astype(np.float32) / 255])
-    attrs = _attributes(style=style, plate=plate, neighbours=int(neighbours), glyph_size=_size_class(size),
-                        blur=int(blur), **bg_attrs)
+    attrs = _attributes(
+        style=style, plate=plate, neighbours=int(neighbours), glyph_size=_size_class(size), blur=int(blur), **bg_attrs
+    )
     return img, target, attrs, font
 
 
@@ -896,12 +1119,13 @@ def _size_class(size: int) -> int:  # glyph size in points: 16-20 small, 21-25 m
     return min(2, (size - 16) // 5)
 
 
-def make_source(n: int, seed: int, progress_desc: str = None, easy_frac: float = 0.0, labels: str = "glyph"
-                ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def make_source(
+    n: int, seed: int, progress_desc: str = None, easy_frac: float = 0.0, labels: str = "glyph"
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``n`` source images (uint8), labels (int64, into :func:`source_classes` of ``labels``), colour targets
     (float32, (n, 6)) and attribute classes (int64, (n, len(SOURCE_ATTRIBUTES)), -1 where one does not apply); a
     share ``easy_frac`` of them plain (see :func:`render_source`). The images do not depend on ``labels``."""
-    from ...progress import progress
+    from ...core.progress import progress
 
     names = {c: k for k, c in enumerate(source_classes(labels))}  # validates labels before any rendering
     rng = np.random.default_rng(np.random.SeedSequence([seed, 4242]))
@@ -922,6 +1146,7 @@ def make_source(n: int, seed: int, progress_desc: str = None, easy_frac: float =
 # example grid (for the book)
 # ------------------------------------------------------------------------------------------------------------------
 
+
 def example_grid_array(task: str, n: int = 8, seed: int = 0, scale: int = 2, classes: int = None) -> np.ndarray:
     """A uint8 image: ``classes`` rows (default: up to 8 classes) of ``n`` examples each, upscaled ``scale``x."""
     spec = TASKS[task]
@@ -935,5 +1160,8 @@ def example_grid_array(task: str, n: int = 8, seed: int = 0, scale: int = 2, cla
         imgs = X[y == r][:n]
         for c, im in enumerate(imgs):
             big = np.kron(im, np.ones((scale, scale, 1), np.uint8))
-            out[pad + r * (tile + pad):pad + r * (tile + pad) + tile, pad + c * (tile + pad):pad + c * (tile + pad) + tile] = big
+            out[
+                pad + r * (tile + pad) : pad + r * (tile + pad) + tile,
+                pad + c * (tile + pad) : pad + c * (tile + pad) + tile,
+            ] = big
     return out

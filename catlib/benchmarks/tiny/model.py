@@ -1,4 +1,5 @@
 """The tiny benchmark's encoder (open_clip's own ``VisionTransformer``) and its frozen prototype heads."""
+
 from __future__ import annotations
 
 from typing import Dict
@@ -23,17 +24,23 @@ def build_encoder(model_cfg: Dict) -> nn.Module:
     code written for real ViT-B/32 state dicts applies unchanged."""
     from open_clip.transformer import VisionTransformer
 
-    return VisionTransformer(image_size=model_cfg["image_size"], patch_size=model_cfg["patch_size"],
-                             width=model_cfg["width"], layers=model_cfg["layers"], heads=model_cfg["heads"],
-                             mlp_ratio=model_cfg["mlp_ratio"], output_dim=model_cfg["output_dim"])
+    return VisionTransformer(
+        image_size=model_cfg["image_size"],
+        patch_size=model_cfg["patch_size"],
+        width=model_cfg["width"],
+        layers=model_cfg["layers"],
+        heads=model_cfg["heads"],
+        mlp_ratio=model_cfg["mlp_ratio"],
+        output_dim=model_cfg["output_dim"],
+    )
 
 
 class PrototypeHead(nn.Module):
     """Frozen zero-shot-style head: ``logit_scale * normalize(features) @ normalize(prototypes).T``.
 
     The prototypes ``(classes, output_dim)`` are the normalised mean θ0 feature of a few training images of each
-    class (``zoo.make_heads``; the role CLIP's class-name text embeddings play: one imperfect description per class)
-    and are fixed before any fine-tuning; every model of the benchmark shares them.
+    class (``build.train.make_heads``; the role CLIP's class-name text embeddings play: one imperfect description
+    per class) and are fixed before any fine-tuning; every model of the benchmark shares them.
     """
 
     def __init__(self, prototypes: torch.Tensor, logit_scale: float):

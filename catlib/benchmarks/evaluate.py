@@ -1,0 +1,99 @@
+"""Accuracy per task: the one place where catlib measures accuracy.
+
+``evaluate(benchmark, state_dict)`` loads the state dict into the benchmark's encoder, runs each task's split through
+encoder + that task's frozen head, and returns top-1 accuracy in percent per task.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Dict, Optional, Sequence
+
+import torch
+from torch import nn
+
+from .base import Benchmark, SPLITS, StateDict
+from ..core.progress import progress
+
+
+def load_into(module: nn.Module, state_dict: StateDict) -> nn.Module:
+    """Copy ``state_dict`` into ``module`` (strict: every key must match) without keeping references to it."""
+    missing, unexpected = [], []
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    if missing or unexpected:
+        raise KeyError(f"state dict does not fit the module: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    for k, v in own.items():
+        if v.shape != state_dict[k].shape:
+            raise ValueError(
+                f"shape mismatch at {k!r}: module {tuple(v.shape)} vs state dict {tuple(state_dict[k].shape)}"
+            )
+    with torch.no_grad():
+        for k, v in own.items():
+            v.copy_(state_dict[k].to(v.dtype))
+    return module
+
+
+@torch.no_grad()
+def accuracy(
+    encoder: nn.Module, head: nn.Module, loader, device: torch.device, amp: bool = False, desc: Optional[str] = None
+) -> float:
+    """Top-1 accuracy (percent) of ``head(encoder(x))`` over ``loader``."""
+    encoder.eval()
+    head = head.to(device).eval()
+    correct = total = 0
+    ctx = torch.autocast(device.type, dtype=torch.float16) if (amp and device.type == "cuda") else nullcontext()
+    for x, y in progress(loader, desc=desc, leave=False):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with ctx:
+            logits = head(encoder(x))
+        correct += (logits.float().argmax(dim=1) == y).sum().item()
+        total += y.numel()
+    if total == 0:
+        raise ValueError(f"empty evaluation split ({desc})")
+    return 100.0 * correct / total
+
+
+def evaluate(
+    benchmark: Benchmark,
+    state_dict: Optional[StateDict] = None,
+    split: str = "test",
+    tasks: Optional[Sequence[str]] = None,
+    batch_size: Optional[int] = None,
+    amp: Optional[bool] = None,
+    encoder: Optional[nn.Module] = None,
+) -> Dict[str, float]:
+    """Per-task top-1 accuracy (%) of one encoder state dict on ``split``.
+
+    ``state_dict`` defaults to θ0. ``tasks`` defaults to ``benchmark.tasks`` (pass other task names to test on tasks
+    that were not merged, as Table 8 does). ``encoder`` may be given to reuse one module across calls.
+    ``batch_size`` and ``amp`` (fp16 autocast, CUDA only) default to the benchmark's attributes of those names
+    (256 and False when it has none): the real benchmarks turn mixed precision on when they run on CUDA.
+    """
+    batch_size = batch_size or getattr(benchmark, "batch_size", None) or 256
+    amp = bool(getattr(benchmark, "amp", False)) if amp is None else amp
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    sd = benchmark.pretrained if state_dict is None else state_dict
+    enc = encoder if encoder is not None else benchmark.build_module()
+    load_into(enc, sd)
+    enc.to(benchmark.device).eval()
+    out: Dict[str, float] = {}
+    for t in benchmark._check_tasks(tasks):
+        out[t] = accuracy(
+            enc,
+            benchmark.heads[t],
+            benchmark.loader(t, split, batch_size),
+            benchmark.device,
+            amp=amp,
+            desc=f"eval {t}/{split}",
+        )
+    return out
+
+
+def average(per_task: Dict[str, float]) -> float:
+    """Plain mean over tasks (the paper's "Avg" column)."""
+    if not per_task:
+        raise ValueError("no tasks to average")
+    return sum(per_task.values()) / len(per_task)

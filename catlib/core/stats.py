@@ -1,0 +1,414 @@
+"""Statistics from exemplars: what the data-dependent merge methods need, collected with forward hooks.
+
+For each task k, the expert θ0 + s·τ_k (``expert_scale`` s, 1 by default; CAT's third-party port uses s = α) runs on
+task k's exemplars, and hooks record, per parameter:
+
+* **linear-type weights** (kind ``"linear"``): the input Gram matrix ``G = Xᵀ X`` of the layer (X: tokens × in).
+  Covered: ``nn.Linear``; ``nn.MultiheadAttention``'s fused ``in_proj_weight`` (input: the normalized tokens) and its
+  ``out_proj.weight`` (input: the concatenated heads, recomputed in the hook since MHA never calls
+  ``out_proj.forward``); ``nn.Conv2d`` (groups = 1) as im2col, weight viewed as (out, in·kh·kw); open_clip's
+  ``VisionTransformer.proj`` (input: the pooled token after ``ln_post``; stored (in, out), so marked transposed).
+* **normalization scales** (kind ``"norm_scale"``): per dimension, ``Σ_x x̂_z²`` of the *normalized* input x̂ of
+  LayerNorm (before its affine step).
+* everything else is ``"shift"`` (1-D: biases, LayerNorm shifts, class embedding) or ``"other"`` (embeddings and
+  2-D tensors without a hooked input).
+
+Gram matrices are streamed (:class:`Gram`): while fewer rows than columns were seen, the rows themselves are kept
+(a thin factor, exact and cheaper); past that the dense d × d sum is kept. Memory is O(d²) per layer, never all
+tokens. Fisher diagonals and mean absolute gradients need a loss, i.e. one head per task (features → logits).
+
+Orientation: every weight is handled as PyTorch stores a linear map, (out, in); the paper's ``T`` (in, out) is
+our ``τᵀ``. ``LayerInfo.transposed`` marks parameters stored (in, out) (open_clip ``proj``).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .progress import progress
+from .statedict import StateDict, float_keys
+
+STAT_KINDS = ("gram", "norm_sq", "fisher", "grad_abs")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# streamed Gram matrix
+# ----------------------------------------------------------------------------------------------------------------
+class Gram:
+    """Streaming ``Σ xᵀx`` over rows ``x`` (d,). Keeps the rows while there are fewer than ``d`` of them."""
+
+    def __init__(self, dim: int):
+        self.dim = dim
+        self.n = 0
+        self._rows: Optional[List[torch.Tensor]] = []
+        self._dense: Optional[torch.Tensor] = None
+
+    def add(self, X: torch.Tensor) -> None:
+        X = X.detach().reshape(-1, self.dim).to(torch.float32).cpu()
+        self.n += X.shape[0]
+        if self._rows is not None:
+            self._rows.append(X)
+            if self.n >= self.dim:  # switch to the dense sum: O(d²) memory from now on
+                R = torch.cat(self._rows)
+                self._dense = R.T.double() @ R.double()
+                self._rows = None
+        else:
+            self._dense += X.T.double() @ X.double()
+
+    @property
+    def low_rank(self) -> bool:
+        return self._rows is not None
+
+    def factor(self) -> torch.Tensor:
+        """F (r, d) with ``FᵀF = G``: the stored rows, or ``diag(√w) Vᵀ`` from the dense sum's eigenpairs."""
+        if self._rows is not None:
+            return torch.cat(self._rows) if self._rows else torch.zeros(0, self.dim)
+        w, V = torch.linalg.eigh(self._dense)
+        keep = w > w.max().clamp_min(0) * 1e-12
+        return (V[:, keep] * w[keep].sqrt()).T.float()
+
+    def matrix(self) -> torch.Tensor:
+        """The dense (d, d) Gram matrix in fp64."""
+        if self._rows is not None:
+            R = self.factor().double()
+            return R.T @ R
+        return self._dense.clone()
+
+    def diag(self) -> torch.Tensor:
+        if self._rows is not None:
+            return (self.factor().double() ** 2).sum(0)
+        return self._dense.diagonal().clone()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# which parameter is what
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class LayerInfo:
+    """How a parameter acts. ``kind``: "linear" | "norm_scale" | "shift" | "other"."""
+
+    kind: str
+    transposed: bool = False  # stored (in, out) instead of (out, in)
+
+
+def classify_parameters(module: nn.Module) -> Dict[str, LayerInfo]:
+    """Map every floating state-dict key of ``module`` to a :class:`LayerInfo`."""
+    info: Dict[str, LayerInfo] = {}
+    for mname, m in module.named_modules():
+        p = f"{mname}." if mname else ""
+        if isinstance(m, nn.MultiheadAttention) and m._qkv_same_embed_dim and m.in_proj_weight is not None:
+            info[p + "in_proj_weight"] = LayerInfo("linear")
+        elif isinstance(m, nn.Linear):
+            info[p + "weight"] = LayerInfo("linear")
+        elif isinstance(m, nn.Conv2d) and m.groups == 1:
+            info[p + "weight"] = LayerInfo("linear")
+        elif isinstance(m, (nn.LayerNorm, nn.GroupNorm)) and getattr(m, "weight", None) is not None:
+            info[p + "weight"] = LayerInfo("norm_scale")
+        if _is_openclip_vit(m) and isinstance(getattr(m, "proj", None), nn.Parameter):
+            info[p + "proj"] = LayerInfo("linear", transposed=True)
+    for k, v in module.state_dict().items():
+        if k in info or not v.is_floating_point():
+            continue
+        info[k] = LayerInfo("shift" if v.dim() == 1 else "other")
+    return info
+
+
+def _is_openclip_vit(m: nn.Module) -> bool:
+    return (
+        type(m).__name__ == "VisionTransformer"
+        and hasattr(m, "ln_post")
+        and hasattr(m, "pool_type")
+        and getattr(m, "attn_pool", None) is None
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# hooks
+# ----------------------------------------------------------------------------------------------------------------
+def _mha_inputs(m: nn.MultiheadAttention, args, kwargs):
+    q = args[0] if len(args) > 0 else kwargs["query"]
+    k = args[1] if len(args) > 1 else kwargs.get("key", q)
+    v = args[2] if len(args) > 2 else kwargs.get("value", q)
+    mask = kwargs.get("attn_mask", args[5] if len(args) > 5 else None)
+    return q, k, v, mask
+
+
+def mha_head_outputs(m: nn.MultiheadAttention, x: torch.Tensor, attn_mask=None) -> torch.Tensor:
+    """Self-attention output *before* ``out_proj`` (the input of ``out_proj``), same layout as ``x``."""
+    if not m.batch_first:
+        x = x.transpose(0, 1)
+    B, L, D = x.shape
+    h = m.num_heads
+    qkv = F.linear(x, m.in_proj_weight, m.in_proj_bias).reshape(B, L, 3, h, D // h).permute(2, 0, 3, 1, 4)
+    if attn_mask is not None and attn_mask.dtype == torch.bool:
+        attn_mask = torch.zeros_like(attn_mask, dtype=x.dtype).masked_fill(attn_mask, float("-inf"))
+    z = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=attn_mask)
+    z = z.transpose(1, 2).reshape(B, L, D)
+    return z if m.batch_first else z.transpose(0, 1)
+
+
+class _Recorder:
+    """Registers hooks on a module and accumulates Gram matrices and normalized second moments."""
+
+    def __init__(self, module: nn.Module, info: Mapping[str, LayerInfo]):
+        self.grams: Dict[str, Gram] = {}
+        self.norm_sq: Dict[str, torch.Tensor] = {}
+        self.counts: Dict[str, int] = {}
+        self.handles = []
+        for mname, m in module.named_modules():
+            p = f"{mname}." if mname else ""
+            if isinstance(m, nn.MultiheadAttention) and info.get(p + "in_proj_weight", LayerInfo("")).kind == "linear":
+                self.handles.append(m.register_forward_pre_hook(self._mha_hook(p), with_kwargs=True))
+            elif isinstance(m, nn.Linear) and not _is_mha_out_proj(module, mname):
+                self.handles.append(m.register_forward_pre_hook(self._linear_hook(p + "weight", m.in_features)))
+            elif isinstance(m, nn.Conv2d) and m.groups == 1:
+                self.handles.append(m.register_forward_pre_hook(self._conv_hook(p + "weight", m)))
+            elif isinstance(m, nn.LayerNorm) and m.weight is not None:
+                self.handles.append(m.register_forward_pre_hook(self._ln_hook(p + "weight", m)))
+            if _is_openclip_vit(m) and (p + "proj") in info:
+                self.handles.append(m.ln_post.register_forward_hook(self._proj_hook(p + "proj", m)))
+
+    def _add(self, key: str, X: torch.Tensor) -> None:
+        X = X.reshape(-1, X.shape[-1])
+        if key not in self.grams:
+            self.grams[key] = Gram(X.shape[-1])
+        self.grams[key].add(X)
+
+    def _linear_hook(self, key, d):
+        def hook(mod, args):
+            self._add(key, args[0].reshape(-1, d))
+
+        return hook
+
+    def _conv_hook(self, key, m: nn.Conv2d):
+        def hook(mod, args):
+            x = args[0]
+            cols = F.unfold(x, m.kernel_size, m.dilation, m.padding, m.stride)  # (B, C*kh*kw, L)
+            self._add(key, cols.transpose(1, 2))
+
+        return hook
+
+    def _mha_hook(self, p):
+        def hook(mod, args, kwargs):
+            q, k, v, mask = _mha_inputs(mod, args, kwargs)
+            if not (q is k and k is v):
+                raise NotImplementedError(
+                    f"{p}: statistics for cross-attention (query is not key) are not "
+                    "supported; only self-attention layers can be merged with data"
+                )
+            self._add(p + "in_proj_weight", q)
+            with torch.no_grad():
+                self._add(p + "out_proj.weight", mha_head_outputs(mod, q, mask))
+
+        return hook
+
+    def _ln_hook(self, key, m: nn.LayerNorm):
+        def hook(mod, args):
+            x = args[0].float()
+            xhat = F.layer_norm(x, m.normalized_shape, None, None, m.eps).reshape(-1, m.weight.numel())
+            self.norm_sq[key] = self.norm_sq.get(key, 0) + (xhat.double() ** 2).sum(0).cpu()
+            self.counts[key] = self.counts.get(key, 0) + xhat.shape[0]
+
+        return hook
+
+    def _proj_hook(self, key, vit):
+        def hook(mod, args, out):
+            if vit.final_ln_after_pool:
+                rows = out
+            elif vit.pool_type == "tok":
+                rows = out[:, 0]
+            elif vit.pool_type == "avg":
+                rows = out[:, 1:].mean(1)
+            else:
+                rows = out
+            self._add(key, rows)
+
+        return hook
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
+def _is_mha_out_proj(root: nn.Module, mname: str) -> bool:
+    if not mname.endswith("out_proj"):
+        return False
+    parent = root.get_submodule(mname.rsplit(".", 1)[0]) if "." in mname else root
+    return isinstance(parent, nn.MultiheadAttention)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the statistics container and collection
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class Statistics:
+    """Per-task statistics, lists indexed like the fine-tuned models.
+
+    grams[k][key]: :class:`Gram` of the inputs of linear-type parameter ``key`` under expert k on task k's data.
+    norm_sq[k][key]: (d,) ``Σ x̂_z²`` for normalization scale ``key``.  counts[k][key]: tokens seen.
+    fisher[k][key]: diagonal Fisher of expert k.  grad_abs[k][key]: mean |∇ loss_k| at θ0.
+    layers: key → :class:`LayerInfo`.
+    """
+
+    layers: Dict[str, LayerInfo]
+    grams: List[Dict[str, Gram]] = field(default_factory=list)
+    norm_sq: List[Dict[str, torch.Tensor]] = field(default_factory=list)
+    counts: List[Dict[str, int]] = field(default_factory=list)
+    fisher: List[StateDict] = field(default_factory=list)
+    grad_abs: List[StateDict] = field(default_factory=list)
+    expert_scale: float = 1.0
+
+    @property
+    def num_tasks(self) -> int:
+        return max(len(self.grams), len(self.fisher), len(self.grad_abs))
+
+    def has(self, kind: str) -> bool:
+        return bool(
+            {"gram": self.grams, "norm_sq": self.norm_sq, "fisher": self.fisher, "grad_abs": self.grad_abs}[kind]
+        )
+
+
+def _split_exemplars(batch) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    if isinstance(batch, (tuple, list)) and len(batch) == 2 and torch.is_tensor(batch[0]):
+        return batch[0], batch[1]
+    if torch.is_tensor(batch):
+        return batch, None
+    raise TypeError(
+        f"each exemplar batch must be a Tensor of inputs or an (inputs, labels) pair, got {type(batch).__name__}"
+    )
+
+
+def _load(module: nn.Module, sd: Mapping[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for k, v in module.state_dict().items():
+            v.copy_(sd[k].to(v.dtype))
+
+
+def collect_statistics(
+    module: nn.Module,
+    pretrained: StateDict,
+    finetuned: Sequence[StateDict],
+    exemplars: Sequence,
+    needs: Sequence[str] = ("gram", "norm_sq"),
+    heads: Optional[Sequence[nn.Module]] = None,
+    expert_scale: float = 1.0,
+    fisher_estimator: str = "sampled",
+    batch_size: int = 64,
+    seed: int = 0,
+    device: Optional[torch.device] = None,
+) -> Statistics:
+    """Run each expert on its task's exemplars and collect the statistics named in ``needs``.
+
+    module: the architecture (its weights are never touched: a copy is used). pretrained/finetuned: state dicts
+    whose keys are ``module.state_dict()``'s. exemplars: one batch per task, a tensor of inputs or (inputs,
+    labels). heads: one module per task mapping ``module``'s output to logits (needed for "fisher" and
+    "grad_abs"). expert_scale: features come from θ0 + expert_scale·τ_k. fisher_estimator: "sampled" (true
+    Fisher, one label drawn from the model's prediction per example), "exact" (expectation over all classes) or
+    "empirical" (given labels).
+    """
+    needs = tuple(needs)
+    unknown = set(needs) - set(STAT_KINDS)
+    if unknown:
+        raise ValueError(f"unknown statistics {sorted(unknown)}; known: {STAT_KINDS}")
+    if len(exemplars) != len(finetuned):
+        raise ValueError(
+            f"got {len(exemplars)} exemplar batches for {len(finetuned)} fine-tuned models "
+            "(one batch per task is needed)"
+        )
+    if ("fisher" in needs or "grad_abs" in needs) and (heads is None or len(heads) != len(finetuned)):
+        raise ValueError("Fisher and gradient statistics need one head per task (heads=[...])")
+    model = copy.deepcopy(module)
+    device = device or next(model.parameters()).device
+    model.to(device).eval()
+    info = classify_parameters(model)
+    stats = Statistics(layers=info, expert_scale=float(expert_scale))
+    own = set(model.state_dict())
+    missing = sorted(own - set(pretrained))
+    if missing:
+        raise KeyError(
+            f"module parameter {missing[0]!r} is not in the pretrained state dict (is this the right architecture?)"
+        )
+    fkeys = set(float_keys(pretrained))
+    for t, (ft, batch) in enumerate(progress(list(zip(finetuned, exemplars)), desc="statistics")):
+        x, y = _split_exemplars(batch)
+        x = x.to(device)
+        if "gram" in needs or "norm_sq" in needs:
+            if expert_scale == 1.0:
+                _load(model, ft)
+            else:  # θ0 + s·(θ_k − θ0), key by key
+                _load(
+                    model,
+                    {
+                        k: torch.lerp(pretrained[k].float(), ft[k].float(), expert_scale)
+                        if k in fkeys
+                        else pretrained[k]
+                        for k in pretrained
+                    },
+                )
+            rec = _Recorder(model, info)
+            try:
+                with torch.no_grad():
+                    for s in range(0, x.shape[0], batch_size):
+                        model(x[s : s + batch_size])
+            finally:
+                rec.remove()
+            stats.grams.append(rec.grams)
+            stats.norm_sq.append(rec.norm_sq)
+            stats.counts.append(rec.counts)
+        if "fisher" in needs:
+            _load(model, ft)
+            stats.fisher.append(_fisher(model, heads[t].to(device), x, y, fisher_estimator, seed + t))
+        if "grad_abs" in needs:
+            if y is None:
+                raise ValueError(
+                    "mean |gradient| statistics (TATR) need labelled exemplars: pass (inputs, "
+                    "labels) pairs, or use the method's zero-shot variant"
+                )
+            _load(model, pretrained)
+            stats.grad_abs.append(_grad_abs(model, heads[t].to(device), x, y.to(device)))
+    return stats
+
+
+def _fisher(model, head, x, y, estimator: str, seed: int) -> StateDict:
+    if estimator not in ("sampled", "exact", "empirical"):
+        raise ValueError(f"fisher_estimator must be 'sampled', 'exact' or 'empirical', got {estimator!r}")
+    if estimator == "empirical" and y is None:
+        raise ValueError("the empirical Fisher needs labelled exemplars")
+    gen = torch.Generator().manual_seed(seed)
+    params = {k: p.requires_grad_(True) for k, p in model.named_parameters()}
+    acc = {k: torch.zeros_like(p, dtype=torch.float32, device="cpu") for k, p in params.items()}
+    for i in range(x.shape[0]):
+        logp = F.log_softmax(head(model(x[i : i + 1])).float(), dim=-1)[0]
+        if estimator == "exact":
+            probs = logp.detach().exp()
+            terms = [(c, float(probs[c])) for c in range(logp.numel())]
+        elif estimator == "sampled":
+            terms = [(int(torch.multinomial(logp.detach().exp().cpu(), 1, generator=gen)), 1.0)]
+        else:
+            terms = [(int(y[i]), 1.0)]
+        for j, (c, w) in enumerate(terms):
+            grads = torch.autograd.grad(
+                -logp[c], list(params.values()), retain_graph=j < len(terms) - 1, allow_unused=True
+            )
+            for (k, _), g in zip(params.items(), grads):
+                if g is not None:
+                    acc[k] += w * g.detach().float().cpu() ** 2
+    return {k: v / x.shape[0] for k, v in acc.items()}
+
+
+def _grad_abs(model, head, x, y) -> StateDict:
+    params = {k: p.requires_grad_(True) for k, p in model.named_parameters()}
+    acc = {k: torch.zeros_like(p, dtype=torch.float32, device="cpu") for k, p in params.items()}
+    for i in range(x.shape[0]):
+        loss = F.cross_entropy(head(model(x[i : i + 1])).float(), y[i : i + 1])
+        grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+        for (k, _), g in zip(params.items(), grads):
+            if g is not None:
+                acc[k] += g.detach().float().abs().cpu()
+    return {k: v / x.shape[0] for k, v in acc.items()}
