@@ -200,8 +200,20 @@ def execute(name: str, src: Path, params: dict) -> float:
         raise
     if name in VARIANTS:
         retitle(Path(tmp), VARIANTS[name])
+    relative_papermill_paths(Path(tmp), src, out)
     os.replace(tmp, out)
     return time.perf_counter() - t0
+
+
+def relative_papermill_paths(path: Path, src: Path, out: Path) -> None:
+    """Store papermill's input/output paths relative to the repository (they were this machine's absolute paths,
+    and the temporary name): readers' machines have neither."""
+    nb = json.loads(path.read_text())
+    pm = nb.get("metadata", {}).get("papermill")
+    if pm is not None:
+        pm["input_path"] = str(src.relative_to(REPO))
+        pm["output_path"] = str(out.relative_to(REPO))
+        path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
 def retitle(path: Path, v: dict) -> None:

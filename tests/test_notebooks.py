@@ -4,6 +4,7 @@ reduced tiny zoo, writing their results files where CATLIB_RESULTS_DIR says."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -115,3 +116,21 @@ def test_book_run_lanes_order_and_stop(monkeypatch):
     B.run_lanes(lanes, 1, lambda it, secs, err: got.append((it[0], err)), stop=lambda: any(e for _, e in got))
     assert calls == ["a", "b"]  # b fails: nothing new starts
     assert got[0] == ("a", None) and got[1][0] == "b" and got[1][1].startswith("ZeroDivisionError")
+
+
+def test_nothing_readers_get_cites_this_machine_or_the_developers_notes():
+    """Stored notebooks (papermill's metadata included), the book, docs, README and the library name no absolute
+    path of the machine that built them and never point to the developers' ../shared folder."""
+    repo = Path(__file__).resolve().parents[1]
+    files = [
+        *(repo / "notebooks").glob("*.ipynb"),
+        *(repo / "book").glob("*.md"),
+        *(repo / "docs").glob("*.md"),
+        repo / "README.md",
+        repo / "_config.yml",
+        *(repo / "catlib").rglob("*.py"),
+    ]
+    # this checkout's own path, and the roots of the machines that build the book (examples may write to /tmp)
+    marks = [str(repo), "/work/", "/home/", "/root/", "/Users/", "../shared"]
+    bad = [(str(f.relative_to(repo)), m) for f in files for m in marks if m in f.read_text()]
+    assert not bad, bad
