@@ -117,6 +117,7 @@ def tiny_sizes() -> dict:
 READS_EVERY_ZOO = ("00_", "11_", "99_")  # the benchmark page (every zoo's acceptance checks), the premise page
 # (every benchmark's diagnostics) and the claims page
 READS_RESULTS = ("11_", "99_")  # pages that read other notebooks' results files (so they run after them)
+NO_ZOO = ("12_",)  # pages on benchmarks generated at load time (the positive control): a lane of their own
 
 
 def zoo_sizes(name: str, params: dict) -> list:
@@ -126,6 +127,8 @@ def zoo_sizes(name: str, params: dict) -> list:
     sizes = tiny_sizes()
     if name.startswith(READS_EVERY_ZOO):
         return list(sizes.values())
+    if name.startswith(NO_ZOO):
+        return []
     size = sizes.get(params.get("benchmark", "tiny"))
     return [size] if size else []
 

@@ -103,6 +103,7 @@ def test_book_lanes_one_per_zoo_and_alone_last():
     assert groups[("large",)] == ["02_table2"]
     assert groups[("default",)][0] == "01_table1" and "10_cost" not in groups[("default",)]
     assert groups[("default", "large")] == ["00_benchmark"]  # its acceptance table reads every zoo
+    assert groups[()] == ["12_control"]  # the control is generated at load time: no zoo, a lane of its own
     assert [n for n, _, _ in items if B.alone(n)] == ["10_cost", "11_premise", "99_claims"]
     assert B.zoo_sizes("99_claims", {}) == ["default", "large"] == B.zoo_sizes("11_premise", {})
 
