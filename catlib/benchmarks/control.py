@@ -54,6 +54,7 @@ from torch import nn
 
 from ..core.linalg import torch_threads
 from .base import SPLITS, Benchmark
+from .in_memory import InMemorySplits
 
 GENERATOR_VERSION = 1  # bump whenever the construction changes (part of the benchmark's fingerprint)
 VARIANTS = ("distinct", "shared")
@@ -81,7 +82,7 @@ class ControlConfig:
     train_mtl: bool = True  # also train the "Traditional MTL" model (else ``mtl`` is None)
 
 
-class ControlBenchmark(Benchmark):
+class ControlBenchmark(InMemorySplits, Benchmark):
     """The control benchmark: one variant ("distinct" or "shared"), one build ``seed``, built in memory."""
 
     def __init__(
@@ -199,17 +200,6 @@ class ControlBenchmark(Benchmark):
         if task not in self.all_tasks:
             raise KeyError(f"{self.name}: unknown task {task!r}; available: {self.all_tasks}")
         return self._data[(task, split)]
-
-    def loader(self, task: str, split: str, batch_size: int = 256) -> torch.utils.data.DataLoader:
-        x, y = self.tensors(task, split)
-        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch_size, shuffle=False)
-
-    def exemplars(self, task: str, n: int, seed: int = 0, labelled: bool = False):
-        x, y = self.tensors(task, "train")
-        if not 0 < n <= len(x):
-            raise ValueError(f"n must be in 1..{len(x)}, got {n}")
-        idx = torch.from_numpy(np.random.default_rng(seed).choice(len(x), size=n, replace=False))
-        return (x[idx], y[idx]) if labelled else x[idx]
 
     def class_names(self, task: str) -> List[str]:
         if task not in self.all_tasks:

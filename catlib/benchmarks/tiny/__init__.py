@@ -19,6 +19,7 @@ from torch import nn
 
 from ...core.errors import ZooError
 from ..base import SPLITS, Benchmark
+from ..in_memory import InMemorySplits
 from . import data as _data
 from .data import TASK_NAMES, task_info
 from .model import PrototypeHead, build_encoder, to_tensor
@@ -26,7 +27,7 @@ from .model import PrototypeHead, build_encoder, to_tensor
 # zoo is imported lazily (inside functions) so that ``python -m catlib.benchmarks.tiny.zoo`` runs cleanly
 
 
-class TinyBenchmark(Benchmark):
+class TinyBenchmark(InMemorySplits, Benchmark):
     """The tiny benchmark at one size, loaded from its zoo (sha256-verified)."""
 
     def __init__(
@@ -99,23 +100,12 @@ class TinyBenchmark(Benchmark):
             self._data[key] = (x, y)
         return self._data[key]
 
-    def _tensor(self, task: str, split: str):
+    def tensors(self, task: str, split: str):
         key = (task, split)
         if key not in self._tensors:
             x, y = self._arrays(task, split)
             self._tensors[key] = (to_tensor(x), torch.from_numpy(y))
         return self._tensors[key]
-
-    def loader(self, task: str, split: str, batch_size: int = 256) -> torch.utils.data.DataLoader:
-        x, y = self._tensor(task, split)
-        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch_size, shuffle=False)
-
-    def exemplars(self, task: str, n: int, seed: int = 0, labelled: bool = False):
-        x, y = self._tensor(task, "train")
-        if not 0 < n <= len(x):
-            raise ValueError(f"n must be in 1..{len(x)}, got {n}")
-        idx = torch.from_numpy(np.random.default_rng(seed).choice(len(x), size=n, replace=False))
-        return (x[idx], y[idx]) if labelled else x[idx]
 
     def class_names(self, task: str) -> List[str]:
         if task not in self.all_tasks:
