@@ -7,7 +7,8 @@ the parameters it runs with, catlib's sources (catlib/**/*.py), the manifest of 
 (data/tiny/<size>/manifest.json; every zoo's for 00_* and 99_*), the paper tables (data/paper/*.csv) and, for the
 claims notebook (99_*), the other notebooks' results files. The hash and the execution time are stored in
 notebooks/.exec-cache.json. Merge/evaluation results are shared between notebooks through catlib.report's disk cache
-(.cache/report/), so a re-run after a text-only change is quick.
+(.cache/report/), so a re-run after a text-only change is quick; after executing, the results computed by this code
+are packed into notebooks/.result-cache.jsonl.xz (scripts/result_cache.py), which nbval on a fresh clone reads.
 
     python scripts/build_book.py                 # execute what changed, then `jupyter-book build .`
     python scripts/build_book.py --force 03_exemplars   # re-execute one notebook (name or prefix), or --force all
@@ -321,7 +322,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("CATLIB_PROGRESS", "0")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     cache = json.loads(EXEC_CACHE.read_text()) if EXEC_CACHE.exists() else {}
-    failures = []
+    failures, executed = [], []
     T0 = time.perf_counter()
     if not args.no_execute:
         items = plan()
@@ -366,6 +367,7 @@ def main(argv=None) -> int:
                 "executed": time.strftime("%Y-%m-%dT%H:%M:%S"),
             }
             save_cache()
+            executed.append(name)
             log(f"{tags[name]}: done in {secs:.0f} s")
 
         def stop() -> bool:
@@ -378,6 +380,12 @@ def main(argv=None) -> int:
                 run_lanes([[it]], 1, finished, stop)
         save_cache()
         log(f"notebooks: {time.perf_counter() - T0:.0f} s" + (f"; FAILED: {', '.join(failures)}" if failures else ""))
+        if executed and not failures:  # the results they were executed with, for nbval on a fresh clone
+            sys.path.insert(0, str(REPO / "scripts"))
+            import result_cache
+
+            n = result_cache.pack(result_cache.ResultCache().dir)
+            log(f"{n} results of this code packed into {result_cache.BUNDLE.relative_to(REPO)}")
     if failures and not args.keep_going:
         return 1
     if not args.no_build:

@@ -14,9 +14,11 @@ any output changed (or a cell fails).
   (51.2 against 51.3), with every other character equal. Another CPU type rounds floats differently, which flips a
   test prediction or two (measured on an AMD EPYC against the notebooks' machine: 7 cells of 3 notebooks, by 0.1-0.2
   points). Such matches are listed at the end of the run; `--strict` compares exactly.
-* Merge/evaluation results come from catlib.report's disk cache (.cache/report/, keyed by the benchmark's manifest
-  and a hash of catlib's sources, so any code change recomputes them); `--fresh` uses an empty cache instead (the
-  whole book's computation, about as long as `bash scripts/book.sh --force all`).
+* Merge/evaluation results come from catlib's result cache (.cache/report/, keyed by the benchmark's manifest
+  and a hash of catlib's merge code, so a change to that code recomputes them). Where it has no entry yet, the
+  results the notebooks were executed with are taken from notebooks/.result-cache.jsonl.xz (scripts/result_cache.py;
+  `scripts/test.sh` then recomputes a sample of them from the weights). `--fresh` uses an empty cache instead (the
+  whole book's computation, about 45 minutes on 2 cores).
 * Notebooks on different tiny zoos run side by side (``--jobs``, default 2): the lanes and order of
   scripts/build_book.py; the cost and claims notebooks run after them, alone.
 * The notebooks write their results files into a temporary copy of notebooks/results/, so the committed ones are
@@ -36,6 +38,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 NB_DIR = REPO / "notebooks"
+sys.path.insert(0, str(REPO / "scripts"))
+import result_cache as RC  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -78,6 +82,15 @@ def main(argv=None) -> int:
         env["CATLIB_RESULTS_DIR"] = str(results)
         if args.fresh:
             env["CATLIB_REPORT_CACHE"] = str(Path(tmp) / "cache")
+        else:  # the results the notebooks were executed with (scripts/result_cache.py), where none are cached yet
+            cache_dir = Path(env.get("CATLIB_REPORT_CACHE") or REPO / ".cache" / "report")
+            if env.get("CATLIB_REPORT_CACHE") != "off":
+                total, mine, written = RC.unpack(cache_dir)
+                print(
+                    f"[nbval] {RC.BUNDLE.name}: {total} results, {mine} computed by this code, {written} added to "
+                    f"the result cache" + ("" if mine else " (none: every merge is recomputed, about 45 min)"),
+                    flush=True,
+                )
         base = [
             sys.executable,
             "-m",

@@ -9,4 +9,5 @@ export CATLIB_PROGRESS=0 HF_HUB_OFFLINE=1
 .venv/bin/python -m pytest -q tests "$@"
 if ls notebooks/_executed/*.ipynb >/dev/null 2>&1 || ls notebooks/*.ipynb >/dev/null 2>&1; then
   .venv/bin/python scripts/nbval.py
+  .venv/bin/python scripts/result_cache.py check --sample 6
 fi
