@@ -85,7 +85,13 @@ def _benchmark_options() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--benchmark", default="tiny", choices=benchmark_names())
     p.add_argument("--tasks", nargs="*", default=None, help="tasks to merge (default: all)")
-    p.add_argument("--exemplars", type=_positive_int, default=4, help="exemplars per task for data-dependent methods")
+    p.add_argument(
+        "--exemplars",
+        type=_positive_int,
+        default=None,
+        help="training examples per task for data-dependent methods (default: each method's own paper's count: "
+        "RegMean and Fisher 256, TATR 128, CAT 3)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument(
@@ -187,6 +193,7 @@ def evaluate_command(a) -> Dict[str, Any]:
                 raise SystemExit(f"benchmark {a.benchmark} has no jointly fine-tuned (mtl) model")
             per_task = evaluate(bench, bench.mtl, a.split, tasks, batch_size=a.batch_size)
         used: Dict[str, Any] = {}
+        n_exemplars = None
     else:
         spec = get_method(a.method)
         unknown = sorted(set(hps) - set(spec.hyperparameters))
@@ -195,12 +202,13 @@ def evaluate_command(a) -> Dict[str, Any]:
         S = Session(bench, cache=None)
         run = S.spec(a.method, hps, tasks, a.exemplars, a.seed)
         per_task = evaluate(bench, S.merged(run), a.split, tasks, batch_size=a.batch_size)
-        used = run.hp
+        used, n_exemplars = run.hp, run.n_exemplars
     return {
         "method": a.method,
         "benchmark": a.benchmark,
         "split": a.split,
         "hyperparameters": used,
+        "exemplars": n_exemplars,  # training examples per task its statistics came from (None: a data-free method)
         "per_task": {t: round(v, 4) for t, v in per_task.items()},
         "average": round(average(per_task), 4),
     }
@@ -217,7 +225,7 @@ def diagnose_command(a) -> Dict[str, Any]:
     spec = S.spec("cat", {"c": a.c, "lam": a.lam}, None, a.exemplars, a.seed)  # CAT's statistics and exemplars
     vectors = task_vectors(bench.pretrained, bench.finetuned_list(spec.tasks))
     out = diagnose(vectors, S.statistics(spec), c=a.c, lam=a.lam, tasks=list(spec.tasks), energy=a.energy)
-    return {"benchmark": a.benchmark, "exemplars": a.exemplars, "seed": a.seed, **out}
+    return {"benchmark": a.benchmark, "exemplars": spec.n_exemplars, "seed": a.seed, **out}
 
 
 def _print_diagnosis(out: Dict[str, Any]) -> None:

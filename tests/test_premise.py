@@ -382,3 +382,30 @@ def test_tiny_benchmark_premise(capsys):
         )
     assert s["subspace_energy"] > s["subspace_energy_chance"]
     assert s["captured_interference"] > s["captured_chance"]
+
+
+def test_clip_likeness_reads_the_table_pages_and_marks_each_criterion(tmp_path, monkeypatch):
+    import json
+
+    from catlib import report as R
+
+    monkeypatch.setenv("CATLIB_RESULTS_DIR", str(tmp_path))
+    avgs = {
+        "weight_average": 56.0,
+        "regmean": 60.0,
+        "fisher": 56.5,
+        "task_arithmetic": 60.5,
+        "pretrained": 47.5,
+        "individual": 89.6,
+    }
+    ind = {"t1": 97.0, "t2": 74.0}
+    doc = {"name": "table1", "parameters": {}, "results": {"averages": avgs, "per_task": {"individual": ind}}}
+    (tmp_path / "table1.json").write_text(json.dumps(doc))
+    df = R.clip_likeness({"zoo": "table1", "missing": "nothing"}, {"zoo": 0.02}, {"ViT-B/32": "table1_vit_b32"})
+    assert list(df.index) == [c[0] for c in R.CLIP_LIKE]
+    assert df.loc["RegMean − Weight Averaging", "paper, ViT-B/32"] == 6.0  # 71.8 − 65.8 in the paper's Table 1
+    met = df["met, zoo"]
+    assert met["RegMean − Weight Averaging"] == "yes" and met["Fisher Merging − Weight Averaging"] == "no"
+    assert met["Individual, weakest task"] == "no" and met["mean task-vector cosine (off-diagonal)"] == "yes"
+    assert df.loc["Individual − Task Arithmetic", "ours, zoo"] == 29.1
+    assert set(df["met, missing"]) == {"—"}  # no results file: nothing is claimed

@@ -130,3 +130,30 @@ def test_methods_lists_every_registered_method_with_defaults_and_needs():
     assert m["cat"]["hyperparameters"]["c"] == 2 and m["cat"]["needs"] == ["gram", "norm_sq"]
     assert m["tatr"]["needs"] == ["grad_abs"] and m["weight_average"]["hyperparameters"] == {}
     assert len(m) == 16
+
+
+def test_a_data_method_declares_its_papers_exemplar_count_and_runs_use_it_unless_told():
+    from catlib.protocol import RunSpec
+
+    assert {m: get_method(m).exemplars for m in ("regmean", "fisher", "tatr", "ties_tatr", "cat")} == {
+        "regmean": 256,
+        "fisher": 256,
+        "tatr": 128,
+        "ties_tatr": 128,
+        "cat": 3,
+    }
+    assert get_method("task_arithmetic").exemplars is None
+    tasks = ["a", "b"]
+    assert RunSpec.of("regmean", {}, tasks).n_exemplars == 256
+    assert RunSpec.of("cat", {}, tasks).n_exemplars == 3
+    assert RunSpec.of("cat", {}, tasks, n_exemplars=8).n_exemplars == 8
+    assert RunSpec.of("tatr", {"zero_shot": True}, tasks).n_exemplars is None  # data-free with these knobs
+    assert RunSpec.of("ties", {}, tasks, n_exemplars=8).n_exemplars is None
+
+    def method(pretrained, vectors, *, stats=None, a: float = 1.0):
+        return {}
+
+    with pytest.raises(TypeError, match="declares exemplars=N"):
+        Registry().register("needs_data", needs=("gram",))(method)
+    with pytest.raises(TypeError, match="declares exemplars=N"):
+        Registry().register("data_free", exemplars=4)(method)

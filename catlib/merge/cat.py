@@ -124,7 +124,13 @@ def trim(vectors, stats, **options) -> List[dict]:
     return out
 
 
-@register("cat", display="CAT Merging", needs=("gram", "norm_sq"), scaled_features=("features", "scaled", "alpha"))
+@register(
+    "cat",
+    display="CAT Merging",
+    needs=("gram", "norm_sq"),
+    scaled_features=("features", "scaled", "alpha"),
+    exemplars=3,  # "a small number of unlabeled samples, typically two or three per task" (CAT paper, §5)
+)
 def cat(
     pretrained,
     vectors,

@@ -19,13 +19,15 @@ from ._common import keys_of, stacked
 from .registry import Knob, register
 
 
-@register("fisher", display="Fisher Merging", needs=("fisher",))
+@register("fisher", display="Fisher Merging", needs=("fisher",), exemplars=256)  # FusionBench num_fisher_examples
 def fisher(
     pretrained,
     vectors,
     *,
     stats=None,
-    eps: Annotated[float, Knob("added to every (normalized) Fisher entry", (0.0, None))] = 1e-6,
+    eps: Annotated[
+        float, Knob("smoothing: added to every (normalized) Fisher entry", (0.0, None), grid=(1e-6, 1e-4))
+    ] = 1e-6,
     normalize: Annotated[
         bool, Knob("divide each task's Fisher by its global L2 norm first", grid=(True, False))
     ] = True,

@@ -105,7 +105,8 @@ class MethodSpec:
     """A registered method. ``needs``: the statistics it uses (names of :data:`catlib.core.stats.STAT_KINDS`);
     ``data_free_when``: a boolean hyperparameter that, when True, makes it need none (TATR's ``zero_shot``);
     ``scaled_features``: ``(switch, value, scale)``, statistics from θ0 + hp[scale]·τ_k when hp[switch] == value
-    (CAT's ``features="scaled"``)."""
+    (CAT's ``features="scaled"``); ``exemplars``: for a method that needs statistics, the training examples per task
+    its own paper (or reference implementation) collects them from: the count a run uses unless told otherwise."""
 
     name: str
     fn: Callable
@@ -118,6 +119,7 @@ class MethodSpec:
     prepare: Optional[Callable] = None
     prepare_args: Tuple[str, ...] = ()
     display: str = ""  # the name tables print ("Ties-Merging")
+    exemplars: Optional[int] = None  # examples per task of its own paper, for methods with ``needs``
 
     def defaults(self) -> Dict[str, Any]:
         return {k: h.default for k, h in self.hyperparameters.items()}
@@ -233,6 +235,7 @@ class Registry:
         prepare: Optional[Callable] = None,
         display: Optional[str] = None,
         doc: Optional[str] = None,
+        exemplars: Optional[int] = None,
     ) -> Callable:
         """Decorator: register ``fn`` under ``name``; its keyword-only arguments (except ``stats``) are its
         hyperparameters (see the module docstring)."""
@@ -240,6 +243,11 @@ class Registry:
         def deco(fn: Callable) -> Callable:
             if name in self._specs:
                 raise ValueError(f"merge method {name!r} registered twice")
+            if bool(needs) != (exemplars is not None) or (exemplars is not None and exemplars < 1):
+                raise TypeError(
+                    f"{name}: a method that needs statistics declares exemplars=N (the examples per task its "
+                    "paper uses), and only such a method does"
+                )
             hps: Dict[str, Hyperparameter] = {}
             groups: Dict[str, type] = {}
             for f in [fn] + ([prepare] if prepare else []):
@@ -279,6 +287,7 @@ class Registry:
                 prepare,
                 prepare_args,
                 display or name,
+                exemplars,
             )
             return fn
 

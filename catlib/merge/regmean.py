@@ -19,7 +19,7 @@ from ._common import as_out_in, from_out_in, keys_of, stacked
 from .registry import Knob, register
 
 
-@register("regmean", display="RegMean", needs=("gram",))
+@register("regmean", display="RegMean", needs=("gram",), exemplars=256)  # FusionBench num_regmean_examples
 def regmean(
     pretrained,
     vectors,

@@ -60,7 +60,8 @@ class _Masked:
         return self.vector.keys()
 
 
-@register("tatr", display="TATR", needs=("grad_abs",), data_free_when="zero_shot")
+# exemplars: FusionBench max_samples (the TATR paper gives no count)
+@register("tatr", display="TATR", needs=("grad_abs",), data_free_when="zero_shot", exemplars=128)
 def tatr(
     pretrained,
     vectors,
@@ -75,7 +76,7 @@ def tatr(
     return {k: alpha * (stacked(vectors, k) * mask[k]).sum(0) for k in keys_of(vectors)}
 
 
-@register("ties_tatr", display="Ties-Merging & TATR", needs=("grad_abs",), data_free_when="zero_shot")
+@register("ties_tatr", display="Ties-Merging & TATR", needs=("grad_abs",), data_free_when="zero_shot", exemplars=128)
 def ties_tatr(
     pretrained,
     vectors,

@@ -39,7 +39,7 @@ def __getattr__(name: str):  # derived tables, built on each access (no module s
 def statistics_for(
     bench,
     method: str,
-    n_exemplars: int = 4,
+    n_exemplars: Optional[int] = None,
     seed: int = 0,
     tasks: Optional[Sequence[str]] = None,
     hparams: Optional[Mapping[str, Any]] = None,
@@ -54,7 +54,7 @@ def merge_on(
     method: str,
     hparams: Optional[Mapping[str, Any]] = None,
     tasks: Optional[Sequence[str]] = None,
-    n_exemplars: int = 4,
+    n_exemplars: Optional[int] = None,
     seed: int = 0,
 ):
     """Deprecated: ``Session(bench).merged(RunSpec)``: the fine-tuned models of ``tasks`` merged with one

@@ -45,7 +45,15 @@ from .legacy import (
 )
 from .names import ANALOGUE, DISPLAY, ORDER, PAPER_TASK, REFERENCE, task_label  # noqa: F401
 from .paper_claims import claims, claims_markdown  # noqa: F401
-from .premise_pages import diagnostics, merging_gaps, per_layer_frame, premise_lines, summary_table  # noqa: F401
+from .premise_pages import (  # noqa: F401
+    CLIP_LIKE,
+    clip_likeness,
+    diagnostics,
+    merging_gaps,
+    per_layer_frame,
+    premise_lines,
+    summary_table,
+)
 from .plots import average_bars, category_plot, heatmap, line_plot  # noqa: F401
 from .results import load_results, results_dir, save_results  # noqa: F401
 from .notebook import PAPER_DIR, REPO, load, session, setup  # noqa: F401

@@ -29,7 +29,7 @@ def trimmed_vectors(
     session: Session,
     hparams: Mapping[str, Any],
     tasks: Optional[Sequence[str]] = None,
-    n_exemplars: int = 4,
+    n_exemplars: Optional[int] = None,
     seed: int = 0,
 ):
     """CAT's trimmed task vectors τ̃_i (Algorithm 1, steps 1-3) for ``tasks``, with CAT hyperparameters
@@ -52,7 +52,8 @@ def _compared(name: str, hp: Mapping[str, Any], n_exemplars: int, seed: int) -> 
     """Cache-key parts of one side of a conflict comparison: CAT's depend on its hyperparameters and exemplars,
     task arithmetic's on nothing more."""
     cat = name == "cat"
-    return dict(method=name, hp=hp if cat else {}, n_exemplars=n_exemplars if cat else None, seed=seed if cat else None)
+    n = (get_method("cat").exemplars if n_exemplars is None else n_exemplars) if cat else None
+    return dict(method=name, hp=hp if cat else {}, n_exemplars=n, seed=seed if cat else None)
 
 
 def _compared_vectors(
@@ -113,7 +114,7 @@ def conflict_matrices(
     cat_hparams: Mapping[str, Any],
     alpha: float,
     n: int = 64,
-    n_exemplars: int = 4,
+    n_exemplars: Optional[int] = None,
     seed: int = 0,
     split: str = "val",
     cache=None,
@@ -151,7 +152,7 @@ def pair_grids(
     cat_hparams: Mapping[str, Any],
     alphas: Sequence[float],
     n: int = 64,
-    n_exemplars: int = 4,
+    n_exemplars: Optional[int] = None,
     seed: int = 0,
     split: str = "val",
     cache=None,
@@ -190,7 +191,7 @@ def bound_frames(
     cat_hparams: Mapping[str, Any],
     alpha: float,
     n: int = 64,
-    n_exemplars: int = 4,
+    n_exemplars: Optional[int] = None,
     seed: int = 0,
     split: str = "val",
     lipschitz: str = "path",

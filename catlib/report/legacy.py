@@ -4,7 +4,7 @@ is shared between calls but the disk cache. Write ``S = Session(bench)`` and ``S
 
 from __future__ import annotations
 
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 from ..protocol.session import Session, TuneResult, as_session
 
@@ -16,14 +16,14 @@ def run(
     tasks=None,
     eval_tasks=None,
     split: str = "test",
-    n_exemplars: int = 4,
+    n_exemplars: Optional[int] = None,
     seed: int = 0,
     cache=None,
 ) -> Dict[str, float]:
     return as_session(bench, cache).run(method, hparams, tasks, eval_tasks, split, n_exemplars, seed)
 
 
-def merged(bench, method: str, hparams=None, tasks=None, n_exemplars: int = 4, seed: int = 0):
+def merged(bench, method: str, hparams=None, tasks=None, n_exemplars: Optional[int] = None, seed: int = 0):
     S = as_session(bench)
     return S.merged(S.spec(method, hparams, tasks, n_exemplars, seed))
 
@@ -47,7 +47,7 @@ def tune(
     fixed=None,
     tasks=None,
     eval_tasks=None,
-    n_exemplars: int = 4,
+    n_exemplars: Optional[int] = None,
     seed: int = 0,
     select_split: str = "val",
     report_split: str = "test",

@@ -4,7 +4,7 @@ a :class:`~catlib.protocol.Session`, and the method-neutral statistics that say 
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional
 
 from ..analysis.premise import diagnose
 from ..core.statedict import task_vectors
@@ -23,9 +23,30 @@ SUMMARY = (
 )
 GAPS = (("regmean", "weight_average"), ("fisher", "weight_average"), ("task_arithmetic", "weight_average"))
 
+# What makes a zoo merge like CLIP's, method-neutral (no criterion names CAT): (label, lower bound, upper bound,
+# value from the averages ``a``, the per-task Individual row ``ind`` and the mean task-vector cosine ``cos``).
+# The bounds bracket the paper's CLIP figures (RegMean − WA: +4.1 to +6.0 on ViT-B/32, B/16, L/14) with room.
+CLIP_LIKE = (
+    ("RegMean − Weight Averaging", 3.0, 9.0, lambda a, ind, cos: a["regmean"] - a["weight_average"]),
+    ("Fisher Merging − Weight Averaging", 1.0, None, lambda a, ind, cos: a["fisher"] - a["weight_average"]),
+    ("Task Arithmetic − Weight Averaging", 2.0, None, lambda a, ind, cos: a["task_arithmetic"] - a["weight_average"]),
+    ("Individual − Pretrained", 25.0, None, lambda a, ind, cos: a["individual"] - a["pretrained"]),
+    ("Task Arithmetic − Pretrained", 10.0, None, lambda a, ind, cos: a["task_arithmetic"] - a["pretrained"]),
+    ("Individual − Task Arithmetic", 10.0, None, lambda a, ind, cos: a["individual"] - a["task_arithmetic"]),
+    ("mean task-vector cosine (off-diagonal)", None, 0.1, lambda a, ind, cos: cos),
+    ("Individual, average", 85.0, None, lambda a, ind, cos: a["individual"]),
+    ("Individual, weakest task", 75.0, None, lambda a, ind, cos: min(ind.values())),
+)
+
 
 def diagnostics(
-    session: Session, c: int = 2, lam: float = 1.0, n_exemplars: int = 4, seed: int = 0, energy: float = 0.9, cache=None
+    session: Session,
+    c: int = 2,
+    lam: float = 1.0,
+    n_exemplars: Optional[int] = None,
+    seed: int = 0,
+    energy: float = 0.9,
+    cache=None,
 ) -> Dict[str, Any]:
     """:func:`~catlib.analysis.premise.diagnose` on the benchmark's task vectors, from the exemplars and statistics
     CAT's merge uses (cached)."""
@@ -112,6 +133,50 @@ def merging_gaps(results: Mapping[str, str], paper: Mapping[str, str], decimals:
     return pd.DataFrame(cols).round(decimals)
 
 
+def _target(lo, hi) -> str:
+    return (
+        f"{lo:g} to {hi:g}" if lo is not None and hi is not None else (f"≥ {lo:g}" if lo is not None else f"≤ {hi:g}")
+    )
+
+
+def clip_likeness(results: Mapping[str, str], cosines: Mapping[str, float], paper: Mapping[str, str]):
+    """The acceptance of a CLIP-like zoo (:data:`CLIP_LIKE`): per criterion its target, the paper's CLIP figure
+    (``paper``: {label: paper table}; the task-vector cosine is in no table of the paper) and, per zoo of
+    ``results`` ({label: results name of its Table 1 page}), our value and whether it is met (test averages,
+    hyperparameters chosen on validation; ``cosines``: {label: mean off-diagonal task-vector cosine})."""
+    import pandas as pd
+
+    cols: Dict[str, Dict[str, Any]] = {"target": {c[0]: _target(c[1], c[2]) for c in CLIP_LIKE}}
+    by_display = {v: k for k, v in DISPLAY.items()}
+    for label, name in paper.items():
+        df = paper_table(name)
+        a = {by_display.get(m, m): float(df.loc[m, "avg"]) for m in df.index}
+        ind = {t: float(df.loc[DISPLAY["individual"], t]) for t in df.columns if t != "avg"}
+        cols[f"paper, {label}"] = {c[0]: c[3](a, ind, float("nan")) for c in CLIP_LIKE}
+    for label, name in results.items():
+        r = (load_results(name) or {}).get("results") or {}
+        a, ind = r.get("averages", {}), r.get("per_task", {}).get("individual", {})
+        vals = {}
+        for lab, lo, hi, f in CLIP_LIKE:
+            try:
+                vals[lab] = float(f(a, ind, cosines.get(label, float("nan"))))
+            except (KeyError, ValueError):
+                vals[lab] = float("nan")
+        cols[f"ours, {label}"] = vals
+        cols[f"met, {label}"] = {
+            lab: (
+                "—"
+                if vals[lab] != vals[lab]
+                else ("yes" if (lo is None or vals[lab] >= lo) and (hi is None or vals[lab] <= hi) else "no")
+            )
+            for lab, lo, hi, _ in CLIP_LIKE
+        }
+    out = pd.DataFrame(cols)
+    num = [c for c in out.columns if c.startswith(("paper", "ours"))]
+    out[num] = out[num].astype(float).round(2)
+    return out
+
+
 def premise_lines(diags: Mapping[str, Mapping[str, Any]]) -> Dict[str, str]:
     """Per setting, a sentence with the numbers that decide CAT's premise: how much of a task's input energy lies in
     the other tasks' top input subspaces (mean over layers, first layer, chance; the task's own subspace for scale),
@@ -135,6 +200,8 @@ __all__ = [
     "first_layer_overlap",
     "per_layer_frame",
     "merging_gaps",
+    "clip_likeness",
+    "CLIP_LIKE",
     "premise_lines",
     "SUMMARY",
 ]

@@ -51,7 +51,7 @@ def time_merge(
     method: str,
     hparams: Optional[Mapping[str, Any]] = None,
     tasks: Optional[Sequence[str]] = None,
-    n_exemplars: int = 4,
+    n_exemplars: Optional[int] = None,
     seed: int = 0,
     repeats: int = 1,
 ) -> Dict[str, float]:
