@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from ...core.errors import ZooError
+from .._io import atomic_path
 from . import data as D
 from .model import PrototypeHead
 
@@ -105,10 +106,8 @@ def task_data(task: str, split: str, data_cfg: dict, use_cache: bool = True):
             pass
     x, y = D.generate_split(task, split, split_size(data_cfg, split), data_cfg["seed"])
     if use_cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
-        np.savez(tmp, x=x, y=y, config_hash=np.array(h))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:  # concurrent builds may write the same split: each renames its own file
+            np.savez(tmp, x=x, y=y, config_hash=np.array(h))
     return x, y
 
 

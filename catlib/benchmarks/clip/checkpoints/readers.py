@@ -25,6 +25,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 import torch
 from torch import nn
 
+from ..._io import atomic_path, atomic_write_text
 from ....core.errors import (
     ArchitectureMismatchError,
     CheckpointError,
@@ -296,32 +297,40 @@ def read_clip_parts(
 # ----------------------------------------------------------------------------------------------------------------
 # converting and writing (used by the stand-in generator and by users converting checkpoints)
 # ----------------------------------------------------------------------------------------------------------------
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return a.resolve() == b.resolve()
+
+
 def convert_pickled_checkpoint(src: PathLike, dst: PathLike) -> Path:
     """Unpickle a trusted checkpoint (e.g. a task_vectors ``finetuned.pt`` holding an ImageEncoder module) and write
-    its flat state dict to ``dst`` (``.safetensors`` or ``torch.save``), so later loads need no trust."""
+    its flat state dict to ``dst`` (``.safetensors`` or ``torch.save``) atomically, so later loads need no trust.
+    Refuses (ValueError) a ``dst`` that is ``src`` itself: the input is never overwritten."""
+    src, dst = Path(src), Path(dst)
+    if _same_file(src, dst):
+        raise ValueError(f"convert_pickled_checkpoint: output {dst} is the input {src}; choose another output path")
     sd = _as_state_dict(read_file(src, trust_pickle=True), src)
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.suffix == ".safetensors":
-        from safetensors.torch import save_file
+    with atomic_path(dst) as tmp:
+        if dst.suffix == ".safetensors":
+            from safetensors.torch import save_file
 
-        save_file({k: v.contiguous() for k, v in sd.items()}, str(dst))
-    else:
-        torch.save(sd, dst)
+            save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp))
+        else:
+            torch.save(sd, tmp)
     return dst
 
 
 def save_hf_model_dir(
     directory: PathLike, hf_state_dict: Mapping[str, torch.Tensor], config: Optional[Mapping[str, Any]] = None
 ) -> Path:
-    """Write ``model.safetensors`` (+ ``config.json``) the way ``save_pretrained`` lays them out."""
+    """Write ``model.safetensors`` (+ ``config.json``) the way ``save_pretrained`` lays them out, each atomically."""
     from safetensors.torch import save_file
 
     d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    save_file(
-        {k: v.contiguous() for k, v in hf_state_dict.items()}, str(d / "model.safetensors"), metadata={"format": "pt"}
-    )
+    with atomic_path(d / "model.safetensors") as tmp:
+        save_file({k: v.contiguous() for k, v in hf_state_dict.items()}, str(tmp), metadata={"format": "pt"})
     if config is not None:
-        (d / "config.json").write_text(json.dumps(dict(config), indent=2))
+        atomic_write_text(d / "config.json", json.dumps(dict(config), indent=2))
     return d
