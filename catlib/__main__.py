@@ -109,7 +109,12 @@ def _benchmark_options() -> argparse.ArgumentParser:
     real.add_argument("--checkpoint-root", default=None)
     real.add_argument("--data-root", default=None)
     real.add_argument("--layout", default=None, choices=["auto", "task_vectors", "hf"])
-    real.add_argument("--trust-pickle", action="store_true", help="allow unpickling whole modules (trusted files)")
+    real.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow unpickling checkpoints that hold whole pickled models (torch.save or pickle.dump of a module, "
+        "TorchScript archives); runs code the files name, so only for files from a trusted source",
+    )
     real.add_argument("--openclip-weights", default=None, help="open_clip pretrained weight file (text tower)")
     real.add_argument("--cache-dir", default=None)
     return p

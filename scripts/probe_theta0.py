@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from catlib.benchmarks._io import atomic_write_text  # noqa: E402
 from catlib.benchmarks.evaluate import average  # noqa: E402
 from catlib.benchmarks.tiny import data as D  # noqa: E402
 from catlib.benchmarks.tiny.build.recipes import CONFIGS, recipe_with  # noqa: E402
@@ -70,9 +70,7 @@ def main(argv=None) -> int:
             f"(shipped θ0: val {r['shipped']['val']['average']:.2f} test {r['shipped']['test']['average']:.2f})",
             flush=True,
         )
-    tmp = args.out.with_name(args.out.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(report, indent=1))
-    os.replace(tmp, args.out)
+    atomic_write_text(args.out, json.dumps(report, indent=1))
     return 0
 
 

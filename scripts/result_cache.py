@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import lzma
-import os
 import random
 import sys
 import time
@@ -37,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "notebooks" / ".result-cache.jsonl.xz"
 sys.path.insert(0, str(REPO))
 
+from catlib.benchmarks._io import atomic_write_bytes  # noqa: E402
 from catlib.protocol.cache import CACHE_VERSION, ResultCache, atomic_write, code_fingerprint, sha  # noqa: E402
 
 # The benchmarks whose results the book's notebooks compute on a CPU (the others need checkpoints on a user's disk).
@@ -69,13 +69,7 @@ def pack(cache_dir: Path, bundle: Path = BUNDLE) -> int:
         if key.get("v") == CACHE_VERSION and key.get("code") in codes
     ]
     data = lzma.compress(("\n".join(lines) + "\n").encode(), preset=9)
-    bundle.parent.mkdir(parents=True, exist_ok=True)
-    tmp = bundle.with_name(f".{bundle.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, bundle)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_bytes(bundle, data)
     return len(lines)
 
 

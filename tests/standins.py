@@ -317,6 +317,18 @@ def write_task_vectors_layout(
     return Path(root)
 
 
+def write_raw_pickled_encoder(path: Path, clip_model: nn.Module) -> Path:
+    """``pickle.dump`` (not ``torch.save``) of a task_vectors ``ImageEncoder`` holding ``clip_model``: the format of
+    some released checkpoints, which ``torch.load`` cannot read (no magic number)."""
+    import pickle
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _FakeSrc() as src, open(path, "wb") as f:
+        pickle.dump(src.ImageEncoder(copy.deepcopy(clip_model), keep_lang=False), f)
+    return path
+
+
 def write_hf_layout(
     root: Path,
     model_name: str,
@@ -427,6 +439,7 @@ __all__ = [
     "make_standin_roots",
     "make_data_root",
     "write_task_vectors_layout",
+    "write_raw_pickled_encoder",
     "write_hf_layout",
     "task_vectors_head_weights",
     "finetuned_clips",

@@ -13,11 +13,18 @@ import torch.nn.functional as F
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from standins import TINY_CONFIG, TINY_MODEL_NAME, task_vectors_head_weights, tiny_clip  # noqa: E402
+from standins import (  # noqa: E402
+    TINY_CONFIG,
+    TINY_MODEL_NAME,
+    task_vectors_head_weights,
+    tiny_clip,
+    write_raw_pickled_encoder,
+)
 
 from catlib.benchmarks.clip import checkpoints as ck  # noqa: E402
 from catlib.benchmarks.clip import zeroshot as zs  # noqa: E402
 from catlib.benchmarks.clip.tasks import CLASS_NAMES, EXPECTED_NUM_CLASSES, TASKS, TEMPLATES  # noqa: E402
+from catlib.core.errors import NonFiniteError  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -205,6 +212,7 @@ def test_untrusted_pickle_is_refused(roots):
         ck.load_checkpoints(roots["pickle_root"], TINY_MODEL_NAME, ["MNIST"])
     msg = str(e.value)
     assert "pickled module" in msg and "trust_pickle=True" in msg and "src.modeling.ImageEncoder" in msg
+    assert "--trust-pickle" in msg
     assert e.value.path.endswith("zeroshot.pt")
     with pytest.raises(ck.UntrustedPickleError, match="finetuned.pt"):
         ck.read_file(f)
@@ -244,6 +252,116 @@ def test_truncated_files(roots, tmp_path):
     junk.write_bytes(b"not a checkpoint at all")
     with pytest.raises(ck.CorruptCheckpointError, match="junk.pt"):
         ck.read_file(junk)
+
+
+def test_zero_byte_files(roots, tmp_path):
+    """An empty file (an interrupted download) is a CorruptCheckpointError naming it, for .pt and .safetensors, θ0
+    and fine-tuned, with or without trust (torch.load's bare EOFError used to surface as an IndexError)."""
+    root = _copy_root(roots, "checkpoint_root", tmp_path)
+    for f in (root / TINY_MODEL_NAME / "DTD" / "finetuned.pt", root / TINY_MODEL_NAME / "zeroshot.pt"):
+        f.write_bytes(b"")
+        for trust in (False, True):
+            with pytest.raises(ck.CorruptCheckpointError) as e:
+                ck.load_checkpoints(root, TINY_MODEL_NAME, ["MNIST", "DTD"], trust_pickle=trust)
+            assert e.value.path == str(f) and "empty file (0 bytes)" in str(e.value), str(e.value)
+    hf = _copy_root(roots, "hf_root", tmp_path)
+    g = hf / "tanganke" / "catlib-tiny-clip_mnist" / "model.safetensors"
+    g.write_bytes(b"")
+    with pytest.raises(ck.CorruptCheckpointError) as e:
+        ck.load_checkpoints(hf, TINY_MODEL_NAME, ["MNIST"])
+    assert e.value.path == str(g) and "empty file (0 bytes)" in str(e.value)
+
+
+@pytest.mark.parametrize("fmt", ["zip", "legacy", "safetensors"])
+def test_truncated_at_any_length(tmp_path, fmt):
+    """A file cut anywhere (1 byte, inside the header, half, all but its last bytes) is a CorruptCheckpointError
+    naming the file, never IndexError / EOFError / a raw torch or pickle error."""
+    sd = tiny_clip(1).visual.state_dict()
+    full = tmp_path / ("full.safetensors" if fmt == "safetensors" else "full.pt")
+    if fmt == "safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(full))
+    else:
+        torch.save(sd, full, _use_new_zipfile_serialization=fmt == "zip")
+    data = full.read_bytes()
+    vs, ts = _shapes()
+    assert set(ck.read_clip_parts(full, vs, ts).visual) == set(sd)
+    for n in (1, 2, 10, 100, len(data) // 2, len(data) - 10, len(data) - 1):
+        f = tmp_path / f"cut{n}{full.suffix}"
+        f.write_bytes(data[:n])
+        for trust in (False, True):
+            with pytest.raises(ck.CorruptCheckpointError) as e:
+                ck.read_clip_parts(f, vs, ts, trust_pickle=trust)
+            assert e.value.path == str(f), (n, trust, str(e.value))
+
+
+def test_non_finite_weights_are_refused(roots, tmp_path):
+    """NaN in a fine-tuned checkpoint, Inf in θ0 (task_vectors .pt and HF safetensors) and NaN in a head file:
+    NonFiniteCheckpointError (a CheckpointError and a NonFiniteError) naming the file and the key."""
+    root = _copy_root(roots, "checkpoint_root", tmp_path)
+    f = root / TINY_MODEL_NAME / "DTD" / "finetuned.pt"
+    sd = torch.load(f, weights_only=True)
+    key = "transformer.resblocks.1.attn.in_proj_weight"
+    sd["model.visual." + key][3, 4] = float("nan")
+    torch.save(sd, f)
+    with pytest.raises(ck.NonFiniteCheckpointError) as e:
+        ck.load_checkpoints(root, TINY_MODEL_NAME, ["MNIST", "DTD"])
+    assert e.value.path == str(f) and e.value.key == key and "1 NaN" in str(e.value)
+    assert isinstance(e.value, ck.CheckpointError) and isinstance(e.value, NonFiniteError)
+    torch.save(torch.load(roots["checkpoint_root"] + f"/{TINY_MODEL_NAME}/DTD/finetuned.pt", weights_only=True), f)
+    z = root / TINY_MODEL_NAME / "zeroshot.pt"
+    sd = torch.load(z, weights_only=True)
+    sd["model.visual.conv1.weight"][0, 0, 0, 0] = float("inf")
+    torch.save(sd, z)
+    with pytest.raises(ck.NonFiniteCheckpointError) as e:
+        ck.load_checkpoints(root, TINY_MODEL_NAME, ["MNIST"])
+    assert e.value.path == str(z) and e.value.key == "conv1.weight" and "1 Inf" in str(e.value)
+    torch.save(torch.load(roots["checkpoint_root"] + f"/{TINY_MODEL_NAME}/zeroshot.pt", weights_only=True), z)
+    h = root / TINY_MODEL_NAME / "head_MNIST.pt"
+    hd = torch.load(h, weights_only=True)
+    hd["bias"][0] = float("nan")
+    torch.save(hd, h)
+    with pytest.raises(ck.NonFiniteCheckpointError) as e:
+        ck.load_checkpoints(root, TINY_MODEL_NAME, ["MNIST"])
+    assert e.value.path == str(h) and e.value.key == "bias"
+    from safetensors.torch import load_file, save_file
+
+    hf = _copy_root(roots, "hf_root", tmp_path)
+    g = hf / "openai" / "catlib-tiny-clip" / "model.safetensors"
+    hsd = load_file(str(g))
+    hsd["vision_model.post_layernorm.weight"][0] = float("-inf")
+    save_file(hsd, str(g))
+    with pytest.raises(ck.NonFiniteCheckpointError) as e:
+        ck.load_checkpoints(hf, TINY_MODEL_NAME, ["MNIST"])
+    assert e.value.path == str(g) and e.value.key == "ln_post.weight"
+
+
+def test_raw_pickled_module(roots, tmp_path):
+    """A whole ImageEncoder written with a raw pickle.dump (torch.load cannot read it): refused without trust, with
+    a message naming --trust-pickle, trust_pickle=True and the pickled class; loaded with trust, equal to the
+    weights it was written from; a truncated one is corrupt either way; convert_pickled_checkpoint converts it."""
+    root = _copy_root(roots, "checkpoint_root", tmp_path)
+    f = root / TINY_MODEL_NAME / "DTD" / "finetuned.pt"
+    write_raw_pickled_encoder(f, roots["finetuned"]["DTD"])
+    assert "src" not in sys.modules
+    with pytest.raises(ck.UntrustedPickleError) as e:
+        ck.load_checkpoints(root, TINY_MODEL_NAME, ["MNIST", "DTD"])
+    msg = str(e.value)
+    assert e.value.path == str(f) and "--trust-pickle" in msg and "trust_pickle=True" in msg, msg
+    assert "raw Python pickle" in msg and "src.modeling.ImageEncoder" in msg, msg
+    c = ck.load_checkpoints(root, TINY_MODEL_NAME, ["MNIST", "DTD"], trust_pickle=True)
+    _assert_same(c.finetuned["DTD"], roots["finetuned"]["DTD"].visual.state_dict())
+    _assert_same(c.finetuned["MNIST"], roots["finetuned"]["MNIST"].visual.state_dict())
+    assert "src" not in sys.modules and "src.modeling" not in sys.modules
+    out = ck.convert_pickled_checkpoint(f, tmp_path / "converted.safetensors")
+    vs, ts = _shapes()
+    _assert_same(ck.read_clip_parts(out, vs, ts).visual, roots["finetuned"]["DTD"].visual.state_dict())
+    f.write_bytes(f.read_bytes()[:-100])
+    for trust in (False, True):
+        with pytest.raises(ck.CorruptCheckpointError, match="truncated") as e:
+            ck.load_checkpoints(root, TINY_MODEL_NAME, ["DTD"], trust_pickle=trust)
+        assert e.value.path == str(f)
 
 
 def test_wrong_shape_names_key_and_file(roots, tmp_path):
@@ -293,8 +411,9 @@ def test_torchscript_archive_needs_trust(tmp_path):
     f = tmp_path / "openai-style.pt"
     torch.jit.save(torch.jit.script(model), str(f))
     vs, ts = _shapes()
-    with pytest.raises(ck.UntrustedPickleError, match="TorchScript archive"):
+    with pytest.raises(ck.UntrustedPickleError, match="TorchScript archive") as e:
         ck.read_clip_parts(f, vs, ts)
+    assert "--trust-pickle" in str(e.value) and "trust_pickle=True" in str(e.value)
     parts = ck.read_clip_parts(f, vs, ts, trust_pickle=True)
     _assert_same(parts.visual, model.visual.state_dict())
     assert parts.text is not None and torch.equal(parts.text["logit_scale"], model.logit_scale.detach())

@@ -120,6 +120,26 @@ def test_openclip_benchmark_from_the_command_line(roots, layout, which, tmp_path
     assert res["per_task"] == pytest.approx(direct, abs=1e-3)
 
 
+def test_trust_pickle_flag_reaches_the_loader(roots, tmp_path, capsys):
+    """A raw pickle.dump'ed model among the checkpoints: refused (exit 2, the message names --trust-pickle) without
+    the flag, loaded and evaluated with it."""
+    import shutil
+
+    from standins import write_raw_pickled_encoder
+
+    root = tmp_path / "ckpt"
+    shutil.copytree(roots["checkpoint_root"], root)
+    write_raw_pickled_encoder(root / roots["model_name"] / "DTD" / "finetuned.pt", roots["finetuned"]["DTD"])
+    args = ["evaluate", "--benchmark", "openclip", "--model-name", roots["model_name"], "--checkpoint-root"]
+    args += [str(root), "--data-root", roots["data_root"], "--cache-dir", str(tmp_path / "heads"), "--tasks"]
+    args += ["MNIST", "DTD", "--device", "cpu", "--batch-size", "16", "--method", "task_arithmetic", "--json"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--trust-pickle" in err and "trust_pickle=True" in err and "finetuned.pt" in err, err
+    assert main(args + ["--trust-pickle"]) == 0
+    assert set(json.loads(capsys.readouterr().out)["per_task"]) == {"MNIST", "DTD"}
+
+
 def test_openclip_benchmark_needs_a_model_name(roots):
     with pytest.raises(SystemExit, match="needs --model-name"):
         main(

@@ -114,8 +114,135 @@ def test_data_cache_validated(cache):
     files = list((cache / "tiny" / "data").glob("aerial-val-*.npz"))
     assert len(files) == 1
     files[0].write_bytes(b"garbage")  # a broken cache file is regenerated, not trusted
-    x2, y2 = Z.task_data("aerial", "val", cfg)
+    with pytest.warns(RuntimeWarning, match="cannot be read .*damaged or altered"):
+        x2, y2 = Z.task_data("aerial", "val", cfg)
     assert np.array_equal(x1, x2) and np.array_equal(y1, y2)
+
+
+def _cache_file(cache, task, split):
+    files = list((cache / "tiny" / "data").glob(f"{task}-{split}-*.npz"))
+    assert len(files) == 1
+    return files[0]
+
+
+def _rewrite_npz(path, restamp=False, drop=(), **changes):
+    """Alter a cache file in place; ``restamp``: also recompute the hash stored beside the arrays."""
+    with np.load(path) as z:
+        d = {k: z[k] for k in z.files if k not in drop}
+    d.update(changes)
+    if restamp:
+        d["data_sha256"] = np.array(Z.sha256_array(d["x"], d["y"]))
+    np.savez(path, **d)
+
+
+def _damage_warnings(rec):
+    return [w for w in rec if "damaged or altered" in str(w.message)]
+
+
+def test_altered_label_in_data_cache_is_regenerated(cache):
+    """One label changed in a cached .npz: the arrays fail the sha256 stored beside them, so the split is
+    regenerated from the seed (equal to the original), with exactly one warning naming the file, and the file is
+    rewritten (the next load is silent). A file whose stored hash was recomputed after the change passes its own
+    check but not the manifest's hash: regenerated too. A file of the format before data hashes is regenerated."""
+    cfg = dict(seed=0, n_train=30, n_val=20, n_test=20)
+    x0, y0 = Z.task_data("landcover", "test", cfg)
+    f = _cache_file(cache, "landcover", "test")
+    with np.load(f) as z:
+        assert str(z["data_sha256"]) == Z.sha256_array(x0, y0)
+    y = y0.copy()
+    y[3] = (y[3] + 1) % len(D.TASKS["landcover"]["classes"])
+    _rewrite_npz(f, y=y)
+    with pytest.warns(RuntimeWarning) as rec:
+        x1, y1 = Z.task_data("landcover", "test", cfg)
+    assert np.array_equal(x1, x0) and np.array_equal(y1, y0)
+    (w,) = _damage_warnings(rec)
+    assert str(f) in str(w.message) and "landcover/test" in str(w.message) and "regenerated" in str(w.message)
+    with np.load(f) as z:
+        assert np.array_equal(z["y"], y0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.array_equal(Z.task_data("landcover", "test", cfg)[1], y0)
+    manifest_sha = Z.sha256_array(x0, y0)
+    _rewrite_npz(f, y=y, restamp=True)  # consistent with its own stored hash, not with the manifest's
+    with pytest.warns(RuntimeWarning) as rec:
+        x2, y2 = Z.task_data("landcover", "test", cfg, expected_sha256=manifest_sha)
+    assert np.array_equal(x2, x0) and np.array_equal(y2, y0) and len(_damage_warnings(rec)) == 1
+    assert "zoo manifest" in str(_damage_warnings(rec)[0].message)
+    _rewrite_npz(f, drop=("data_sha256",))  # the old format: no hash of x and y, so never trusted
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x3, y3 = Z.task_data("landcover", "test", cfg)
+    assert np.array_equal(x3, x0) and np.array_equal(y3, y0)
+    with np.load(f) as z:
+        assert str(z["data_sha256"]) == manifest_sha
+
+
+def test_data_manifest_mismatch_after_regeneration_raises(cache):
+    """Data regenerated from the seed that still differs from the manifest's hash: TaskDataError (a ZooError)
+    naming the task and split, with or without the cache, and after a damaged cache file."""
+    from catlib.core.errors import ZooError
+
+    cfg = dict(seed=0, n_train=30, n_val=20, n_test=20)
+    for use_cache in (False, True):
+        with pytest.raises(Z.TaskDataError) as e:
+            Z.task_data("streetnum", "val", cfg, use_cache=use_cache, expected_sha256="0" * 64)
+        assert isinstance(e.value, ZooError) and (e.value.task, e.value.split) == ("streetnum", "val")
+        assert "streetnum/val" in str(e.value) and "zoo manifest records 000000000000" in str(e.value)
+    f = _cache_file(cache, "streetnum", "val")
+    f.write_bytes(b"garbage")
+    with pytest.warns(RuntimeWarning, match="damaged or altered"), pytest.raises(Z.TaskDataError):
+        Z.task_data("streetnum", "val", cfg, expected_sha256="0" * 64)
+
+
+def _zoo_copy(tmp_path, name, edit=None):
+    """The shipped zoo's files, linked, under a manifest of our own (``edit`` changes it)."""
+    root = tmp_path / name
+    root.mkdir()
+    for f in SHIPPED.iterdir():
+        if f.suffix == ".safetensors":
+            (root / f.name).symlink_to(f)
+    m = json.loads((SHIPPED / "manifest.json").read_text())
+    if edit:
+        edit(m)
+    (root / "manifest.json").write_text(json.dumps(m))
+    return root
+
+
+@shipped
+def test_shipped_zoo_task_data_is_checked_against_the_manifest(cache, tmp_path):
+    """Through the Benchmark: a cached split poisoned consistently (label changed, stored hash recomputed) is
+    caught by the manifest's data_sha256 and regenerated with a warning; a manifest hash that regenerated data
+    cannot meet raises TaskDataError naming the task, the split and what to do; verify=False only warns."""
+    from catlib.benchmarks.tiny import TinyBenchmark
+
+    m = json.loads((SHIPPED / "manifest.json").read_text())
+    want = m["data_sha256"]["aerial"]["val"]
+    root = _zoo_copy(tmp_path, "zoo")
+    x, y = TinyBenchmark("default", root=root, device="cpu")._arrays("aerial", "val")
+    assert Z.sha256_array(x, y) == want
+    f = Z.task_data_path("aerial", "val", m["config"]["data"])
+    assert f.parent.parent.parent == cache and f.exists()
+    bad = y.copy()
+    bad[0] = (bad[0] + 1) % len(D.TASKS["aerial"]["classes"])
+    _rewrite_npz(f, y=bad, restamp=True)
+    with pytest.warns(RuntimeWarning) as rec:
+        x1, y1 = TinyBenchmark("default", root=root, device="cpu")._arrays("aerial", "val")
+    assert len(_damage_warnings(rec)) == 1 and Z.sha256_array(x1, y1) == want
+
+    def poison(man):
+        man["data_sha256"]["aerial"]["val"] = "f" * 64
+
+    root2 = _zoo_copy(tmp_path, "zoo2", poison)
+    with pytest.raises(Z.TaskDataError) as e:
+        TinyBenchmark("default", root=root2, device="cpu")._arrays("aerial", "val")
+    msg = str(e.value)
+    assert (e.value.task, e.value.split) == ("aerial", "val") and "aerial/val" in msg, msg
+    assert "zoo build --size default" in msg and "verify=False" in msg and str(root2) in msg, msg
+    with pytest.warns(RuntimeWarning, match="differs from the data the zoo was built on"):
+        x2, _ = TinyBenchmark("default", root=root2, device="cpu", verify=False)._arrays("aerial", "val")
+    assert np.array_equal(x2, x)
 
 
 # ---------------------------------------------------------------------------------------------------------------

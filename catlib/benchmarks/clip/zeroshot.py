@@ -22,6 +22,8 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from .._io import atomic_path
+
 StateDict = Dict[str, torch.Tensor]
 PathLike = Union[str, os.PathLike]
 
@@ -150,12 +152,9 @@ def load_cached_head(path: PathLike, key: str, num_classes: int) -> Optional[Zer
 def save_cached_head(path: PathLike, head: ZeroShotHead, key: str, info: Mapping[str, object]) -> None:
     from safetensors.torch import save_file
 
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(".tmp")
     meta = {"key": key, "info": json.dumps(dict(info))}
-    save_file({"weight": head.weight.contiguous(), "bias": head.bias.contiguous()}, str(tmp), metadata=meta)
-    os.replace(tmp, p)
+    with atomic_path(path) as tmp:  # several runs may build the same head at once: each renames its own file
+        save_file({"weight": head.weight.contiguous(), "bias": head.bias.contiguous()}, str(tmp), metadata=meta)
 
 
 def make_tokenizer(model_name: str, model_cfg: Mapping) -> Callable:

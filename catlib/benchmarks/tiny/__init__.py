@@ -28,7 +28,13 @@ from .model import PrototypeHead, build_encoder, to_tensor
 
 
 class TinyBenchmark(InMemorySplits, Benchmark):
-    """The tiny benchmark at one size, loaded from its zoo (sha256-verified)."""
+    """The tiny benchmark at one size, loaded from its zoo (sha256-verified).
+
+    ``verify`` (default True): the zoo files are checked against the manifest's sha256, and every task split (cached
+    or generated) against the manifest's ``data_sha256``; a cached split that fails is regenerated from the seed
+    with a warning, generated data that fails raises :class:`~catlib.benchmarks.tiny.zoo.TaskDataError`. With
+    ``verify=False`` the files are not checked and a data mismatch only warns (the cache file's own content hash
+    is still checked)."""
 
     def __init__(
         self,
@@ -42,6 +48,7 @@ class TinyBenchmark(InMemorySplits, Benchmark):
         from .zoo import default_root, load_heads, load_state, read_manifest, verify_zoo
 
         self.size = size
+        self.verify = verify
         self.root = Path(root) if root is not None else default_root(size)
         self.manifest = read_manifest(self.root, size)
         if verify:
@@ -75,9 +82,8 @@ class TinyBenchmark(InMemorySplits, Benchmark):
             raise KeyError(f"{self.name}: unknown task {task!r}; available: {self.all_tasks}")
         key = (task, split)
         if key not in self._data:
-            from .zoo import sha256_array, task_data
+            from .zoo import TaskDataError, sha256_array, task_data
 
-            x, y = task_data(task, split, self.config["data"])
             want = self.manifest.get("data_sha256", {}).get(task, {}).get(split)
             built = self.manifest.get("task_versions", {}).get(task, 1)  # zoos before the field: version 1
             if built != _data.task_version(task):
@@ -89,14 +95,31 @@ class TinyBenchmark(InMemorySplits, Benchmark):
                     RuntimeWarning,
                     stacklevel=3,
                 )
-            elif want is not None and sha256_array(x, y) != want:
-                warnings.warn(
-                    f"{self.name}: generated data for {task}/{split} differs from the data the zoo was "
-                    f"built on (another numpy/Pillow/FreeType version?); accuracies may differ slightly "
-                    f"from the manifest",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
+                want = None  # the manifest's hash is of the other version's data
+            if not self.verify:  # the caller opted out of checks against the manifest: warn only
+                x, y = task_data(task, split, self.config["data"])
+                if want is not None and sha256_array(x, y) != want:
+                    warnings.warn(
+                        f"{self.name}: generated data for {task}/{split} differs from the data the zoo was "
+                        f"built on (another numpy/Pillow/FreeType version?); loaded anyway (verify=False): "
+                        f"accuracies may differ from the manifest",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
+            else:
+                try:  # cached arrays are checked against the manifest's hash, regenerated when they fail it
+                    x, y = task_data(task, split, self.config["data"], expected_sha256=want)
+                except TaskDataError as e:
+                    b = self.manifest.get("build", {})
+                    raise TaskDataError(
+                        f"{self.name} zoo at {self.root}: {e}. Rebuild the zoo in this environment (python -m "
+                        f"catlib.benchmarks.tiny.zoo build --size {self.size} --reuse {self.root}), or use the "
+                        f"versions it was built with (numpy {b.get('numpy', '?')}, torch {b.get('torch', '?')}, "
+                        f"python {b.get('python', '?')}); load_tiny(..., verify=False) loads it anyway, with a "
+                        f"warning",
+                        task,
+                        split,
+                    ) from e
             self._data[key] = (x, y)
         return self._data[key]
 

@@ -28,13 +28,15 @@ import hashlib
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
 
 from ...core.errors import ZooError
+from .._io import atomic_path
 from . import data as D
 from .model import PrototypeHead
 
@@ -74,18 +76,49 @@ def sha256_array(*arrays: np.ndarray) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# data (cached arrays, validated by the generator-config hash)
+# data (cached arrays, verified by their content hash before use)
 # ----------------------------------------------------------------------------------------------------------------
 
 GENERATOR_VERSION = 1  # bump when the shared rendering helpers change (one task's renderer: its "version" in D.TASKS)
+
+
+class TaskDataError(ZooError):
+    """Task data generated from the seed whose sha256 differs from the one the zoo manifest records (``task`` and
+    ``split`` are attributes): this environment does not reproduce the data the zoo was built on."""
+
+    def __init__(self, message: str, task: str, split: str):
+        self.task, self.split = task, split
+        super().__init__(message)
 
 
 def split_size(data_cfg: dict, split: str) -> int:
     return data_cfg[f"n_{split}"]
 
 
-def task_data(task: str, split: str, data_cfg: dict, use_cache: bool = True):
-    """(images uint8 (N, 32, 32, 3), labels int64) of one task and split; cached as .npz keyed by the config hash."""
+def _read_cached(path: Path, h: str, expected_sha256: Optional[str]):
+    """``((x, y), None)`` when the cache file verifies, else ``(digest or None, problem)``: problem None for a file of
+    the format before data hashes (regenerated without a warning), else what is wrong with it."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            x, y = z["x"], z["y"]
+            stored = str(z["data_sha256"]) if "data_sha256" in z.files else None
+            cfg_ok = "config_hash" in z.files and str(z["config_hash"]) == h
+    except Exception as e:  # noqa: BLE001 - any unreadable file is damaged
+        return None, f"cannot be read ({type(e).__name__})"
+    digest = sha256_array(x, y)
+    if not cfg_ok:
+        return digest, "holds the hash of another configuration"
+    if stored is not None and digest != stored:
+        return digest, "holds arrays whose sha256 differs from the one stored beside them"
+    if expected_sha256 is not None and digest != expected_sha256:
+        return digest, "holds arrays whose sha256 differs from the one the zoo manifest records"
+    if stored is None and expected_sha256 is None:
+        return digest, None  # written before the cache stored data hashes: unverifiable, so regenerated
+    return (x, y), None
+
+
+def task_data_path(task: str, split: str, data_cfg: dict) -> Path:
+    """The cache file of one task and split: ``<cache>/data/<task>-<split>-<config hash>.npz``."""
     key = dict(
         v=GENERATOR_VERSION,
         rv=D.task_version(task),
@@ -94,21 +127,47 @@ def task_data(task: str, split: str, data_cfg: dict, use_cache: bool = True):
         n=split_size(data_cfg, split),
         seed=data_cfg["seed"],
     )
-    h = config_hash(key)
-    path = cache_dir() / "data" / f"{task}-{split}-{h}.npz"
+    return cache_dir() / "data" / f"{task}-{split}-{config_hash(key)}.npz"
+
+
+def task_data(task: str, split: str, data_cfg: dict, use_cache: bool = True, expected_sha256: Optional[str] = None):
+    """(images uint8 (N, 32, 32, 3), labels int64) of one task and split; cached as .npz keyed by the config hash.
+
+    The cache file stores ``data_sha256`` (:func:`sha256_array` of x and y) beside the arrays; they are used only
+    when their sha256 equals it and, when given, ``expected_sha256`` (the zoo manifest's ``data_sha256`` of this
+    task and split). Otherwise the file was damaged or altered: one ``RuntimeWarning`` says so, the split is
+    regenerated from the seed (deterministic) and the file rewritten. Generated data whose sha256 differs from
+    ``expected_sha256`` raises :class:`TaskDataError`: unverified data is never returned.
+    """
+    path = task_data_path(task, split, data_cfg)
+    h = path.stem.rsplit("-", 1)[1]
+    cached_digest, problem = None, None
     if use_cache and path.exists():
-        try:
-            z = np.load(path)
-            if str(z["config_hash"]) == h:
-                return z["x"], z["y"]
-        except Exception:  # a broken cache file is regenerated
-            pass
+        got, problem = _read_cached(path, h, expected_sha256)
+        if isinstance(got, tuple):
+            return got
+        cached_digest = got
     x, y = D.generate_split(task, split, split_size(data_cfg, split), data_cfg["seed"])
+    digest = sha256_array(x, y)
+    if problem is not None and cached_digest != digest:  # not when the file only holds what this generator draws
+        warnings.warn(
+            f"tiny data cache file {path} ({task}/{split}) {problem}: it was damaged or altered, so it is not used; "
+            f"the split is regenerated from its seed ({data_cfg['seed']}) and the file rewritten",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     if use_cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}.npz")
-        np.savez(tmp, x=x, y=y, config_hash=np.array(h))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:  # concurrent builds may write the same split: each renames its own file
+            np.savez(tmp, x=x, y=y, config_hash=np.array(h), data_sha256=np.array(digest))
+    if expected_sha256 is not None and digest != expected_sha256:
+        raise TaskDataError(
+            f"tiny task data {task}/{split} regenerated from seed {data_cfg['seed']} has sha256 {digest[:12]}..., "
+            f"the zoo manifest records {expected_sha256[:12]}...: this environment does not reproduce the data the "
+            f"zoo was built on (another numpy / Pillow / FreeType version, or a changed renderer), so the zoo's "
+            f"accuracies and cached results would not hold for it",
+            task,
+            split,
+        )
     return x, y
 
 

@@ -29,7 +29,9 @@ from .keymaps import (
 )
 from .readers import (
     ClipParts,
+    NonFiniteCheckpointError,
     check_against,
+    check_finite,
     convert_pickled_checkpoint,
     hf_weights_file,
     read_clip_parts,
@@ -63,6 +65,7 @@ __all__ = [
     "CorruptCheckpointError",
     "UntrustedPickleError",
     "ArchitectureMismatchError",
+    "NonFiniteCheckpointError",
     "Checkpoints",
     "ClipParts",
     "HF_MODEL_NAMES",
@@ -81,6 +84,7 @@ __all__ = [
     "read_file",
     "read_clip_parts",
     "check_against",
+    "check_finite",
     "resolve_hf_dir",
     "hf_weights_file",
     "check_hf_config",

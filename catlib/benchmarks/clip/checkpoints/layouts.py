@@ -9,9 +9,9 @@ Two on-disk layouts are read (``baselines.md`` 1.2):
       <root>/<model>/head_<Task>.pt              frozen zero-shot head (ClassificationHead), optional
 
   with ``<model>`` the open_clip name (``ViT-B-32``). Files are pickled whole modules (keys ``model.visual.*``) or
-  plain state dicts. They are read with ``torch.load(weights_only=True)``; a pickled module is only unpickled when
-  the caller passes ``trust_pickle=True`` (unpickling runs code named by the file), otherwise
-  :class:`UntrustedPickleError` says so.
+  plain state dicts (some written with a raw ``pickle.dump``). They are read with ``torch.load(weights_only=True)``;
+  a pickled module is only unpickled when the caller passes ``trust_pickle=True`` (CLI: ``--trust-pickle``;
+  unpickling runs code named by the file), otherwise :class:`UntrustedPickleError` says so.
 
 * ``"hf"`` (FusionBench): a directory per model, either plain (``<root>/openai/clip-vit-base-patch32``,
   ``<root>/tanganke/clip-vit-base-patch32_<task>``) or an HF cache entry
@@ -38,7 +38,7 @@ from torch import nn
 
 from ....core.errors import ArchitectureMismatchError, CheckpointError, CheckpointNotFoundError, CorruptCheckpointError
 from .keymaps import StateDict
-from .readers import PathLike, _as_state_dict, read_clip_parts, read_file, resolve_hf_dir
+from .readers import PathLike, _as_state_dict, check_finite, read_clip_parts, read_file, resolve_hf_dir
 
 # open_clip model name -> the HF repo name used by openai/ and tanganke/ (FusionBench).
 HF_MODEL_NAMES: Dict[str, str] = {
@@ -233,6 +233,7 @@ def _read_head(path: Path, trust_pickle: bool, embed_dim: int) -> Tuple[torch.Te
         raise ArchitectureMismatchError(
             f"head bias has shape {tuple(b.shape)}, expected ({w.shape[0]},)", path=path, key="bias"
         )
+    check_finite({"weight": w, "bias": b}, path, "head")
     return w.contiguous(), b.contiguous()
 
 
@@ -267,7 +268,9 @@ def load_checkpoints(
     ``layout``: ``"task_vectors"``, ``"hf"`` or ``"auto"`` (:func:`detect_layout`). ``openclip_weights``: a local
     open_clip weight file (full CLIP state dict); its text tower builds zero-shot heads and its visual part is θ0
     when the layout has no ``zeroshot.pt``. ``hf_name``: the HF repo name (default from :data:`HF_MODEL_NAMES`,
-    else ``model_name``).
+    else ``model_name``). Every file is refused with a :class:`CheckpointError` naming it when it is empty or
+    truncated (:class:`CorruptCheckpointError`), holds pickled objects without ``trust_pickle``
+    (:class:`UntrustedPickleError`), or holds NaN / Inf weights (:class:`NonFiniteCheckpointError`, with the key).
     """
     root = Path(root)
     if not root.is_dir():

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ....core.progress import progress
+from ..._io import atomic_path, atomic_write_text
 from .. import data as D
 from ..zoo import (
     FORMAT_VERSION,
@@ -172,9 +173,8 @@ def write_zoo(
     half = lambda sd: {k: v.to(torch.float16).contiguous() for k, v in sd.items()}  # noqa: E731
 
     def save(tensors, key, metadata):  # atomic: a crash never leaves a half-written zoo file
-        tmp = out / (files[key] + f".tmp{os.getpid()}")
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, out / files[key])
+        with atomic_path(out / files[key]) as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
 
     save(half(theta0), "pretrained", {"model": "pretrained"})
     for t in tasks:
@@ -214,9 +214,6 @@ def write_zoo(
             **({"reused": reused} if reused else {}),
         ),
     )
-    tmp = out / f"manifest.json.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(manifest, f, indent=1, sort_keys=False)
-    os.replace(tmp, out / "manifest.json")
+    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1, sort_keys=False))
     log(f"wrote zoo to {out} ({sum(v['bytes'] for v in manifest['files'].values()) / 1e6:.1f} MB)")
     return manifest

@@ -6,7 +6,6 @@ stage caches that let a build take a stage from a former build (:func:`pretraine
 from __future__ import annotations
 
 import math
-import os
 import time
 from pathlib import Path
 from typing import Dict, Optional, Sequence
@@ -16,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ....core.progress import progress
+from ..._io import atomic_path
 from .. import data as D
 from ..model import PrototypeHead, build_encoder, to_tensor
 from ..zoo import cache_dir, config_hash, load_state, read_manifest, task_data, verify_zoo
@@ -210,9 +210,8 @@ def fp16_round(sd):
 
 
 def _save_atomic(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(obj, path.with_suffix(".tmp"))
-    os.replace(path.with_suffix(".tmp"), path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _load_cached(path: Path, log=print) -> Optional[Dict[str, torch.Tensor]]:
