@@ -329,8 +329,11 @@ def main(argv=None) -> int:
         forced = set(args.force or [])
         tags = {name: f"({j}/{len(items)}) {name}" for j, (name, _, _) in enumerate(items, 1)}
 
-        def save_cache():
-            EXEC_CACHE.write_text(json.dumps(cache, indent=1, sort_keys=True) + "\n")
+        def save_cache():  # atomically: a unique temporary file beside it, then rename
+            fd, tmp = tempfile.mkstemp(dir=NB_DIR, prefix=f".{EXEC_CACHE.name}.", suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(cache, indent=1, sort_keys=True) + "\n")
+            os.replace(tmp, EXEC_CACHE)
 
         def due(name, src, params) -> bool:
             """Whether the notebook must be executed (writing or keeping the stub page of a missing benchmark)."""
