@@ -81,7 +81,9 @@ def _all_hyperparameters() -> Dict[str, str]:
 def _benchmark_options() -> argparse.ArgumentParser:
     """The options that choose and load a benchmark, shared by ``evaluate`` and ``diagnose``."""
     from .benchmarks import benchmark_names
+    from .merge import REGISTRY
 
+    own = ", ".join(f"{s.name} {s.exemplars}" for s in REGISTRY.specs() if s.exemplars)
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--benchmark", default="tiny", choices=benchmark_names())
     p.add_argument("--tasks", nargs="*", default=None, help="tasks to merge (default: all)")
@@ -89,8 +91,7 @@ def _benchmark_options() -> argparse.ArgumentParser:
         "--exemplars",
         type=_positive_int,
         default=None,
-        help="training examples per task for data-dependent methods (default: each method's own paper's count: "
-        "RegMean and Fisher 256, TATR 128, CAT 3)",
+        help=f"training examples per task for data-dependent methods (default: each method's own paper's count: {own})",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
