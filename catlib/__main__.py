@@ -64,6 +64,13 @@ def _usage_problem(a) -> Optional[str]:
     dup = sorted({t for t in a.tasks or [] if a.tasks.count(t) > 1})
     if dup:
         return f"--tasks names {dup} more than once; give each task once"
+    from .benchmarks import NEEDS_ROOTS
+
+    if a.benchmark not in NEEDS_ROOTS and (a.data_root or (a.checkpoint_root and not a.benchmark.startswith("tiny"))):
+        return (
+            f"--benchmark {a.benchmark} is embedded: it reads no --data-root, and --checkpoint-root only as a tiny "
+            "zoo folder; leave them out"
+        )
     return None
 
 
@@ -173,6 +180,8 @@ def _benchmark_kwargs(a) -> Dict[str, Any]:
         for name in ("layout", "openclip_weights", "cache_dir", "model_name"):
             if getattr(a, name) is not None:
                 kw[name] = getattr(a, name)
+    elif a.benchmark.startswith("tiny") and a.checkpoint_root:  # a tiny zoo folder, as the notebooks take it
+        kw["root"] = a.checkpoint_root
     return kw
 
 

@@ -232,3 +232,24 @@ def test_a_broken_pipe_ends_quietly():
         f"{' '.join(cmd)} | head -c 1 >/dev/null", shell=True, capture_output=True, text=True, cwd=ROOT
     )
     assert "Traceback" not in out.stderr
+
+
+def test_checkpoint_root_is_the_tiny_zoo_folder_and_no_root_is_taken_where_none_is_read(tmp_path, capsys):
+    (tmp_path / "manifest.json").write_text('{"files": ')  # a truncated zoo: loading it must fail, so it is read
+    rc = main(["evaluate", "--benchmark", "tiny", "--method", "task_arithmetic", "--checkpoint-root", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc in (1, 2) and err.startswith("error: ") and "Traceback" not in err
+    rc = main(["evaluate", "--benchmark", "control", "--method", "task_arithmetic", "--data-root", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "is embedded: it reads no --data-root" in err and err.count("\n") == 1
+
+
+@needs_zoo
+def test_zoo_verify_on_a_damaged_zoo_is_one_line_and_exit_1(tmp_path, capsys):
+    from catlib.benchmarks.tiny import zoo
+
+    (tmp_path / "manifest.json").write_text((ROOT / "data" / "tiny" / "default" / "manifest.json").read_text())
+    (tmp_path / "pretrained.safetensors").write_bytes(b"\0" * 10)  # truncated; the other files are missing
+    assert zoo.main(["verify", "--root", str(tmp_path), "--size", "default"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err

@@ -295,8 +295,12 @@ def main(argv=None):
         print(json.dumps(m["build"], indent=1))
     else:
         root = args.root or default_root(args.size)
-        m = read_manifest(root, args.size)
-        verify_zoo(root, m)
+        try:
+            m = read_manifest(root, args.size)
+            verify_zoo(root, m)
+        except (ZooError, OSError) as e:  # a damaged or missing zoo is a finding, not a crash: one line, exit 1
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         print(f"{root}: {len(m['files'])} files OK")
 
 
