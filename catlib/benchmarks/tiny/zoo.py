@@ -97,12 +97,15 @@ def split_size(data_cfg: dict, split: str) -> int:
 
 def _read_cached(path: Path, h: str, expected_sha256: Optional[str]):
     """``((x, y), None)`` when the cache file verifies, else ``(digest or None, problem)``: problem None for a file of
-    the format before data hashes (regenerated without a warning), else what is wrong with it."""
+    the format before data hashes or one removed meanwhile (regenerated without a warning), else what is wrong
+    with it."""
     try:
         with np.load(path, allow_pickle=False) as z:
             x, y = z["x"], z["y"]
             stored = str(z["data_sha256"]) if "data_sha256" in z.files else None
             cfg_ok = "config_hash" in z.files and str(z["config_hash"]) == h
+    except FileNotFoundError:  # removed since it was seen (another process cleaning the cache): nothing to use
+        return None, None
     except Exception as e:  # noqa: BLE001 - any unreadable file is damaged
         return None, f"cannot be read ({type(e).__name__})"
     digest = sha256_array(x, y)
