@@ -18,7 +18,7 @@ any output changed (or a cell fails).
   and a hash of catlib's merge code, so a change to that code recomputes them). Where it has no entry yet, the
   results the notebooks were executed with are taken from notebooks/.result-cache.jsonl.xz (scripts/result_cache.py;
   `scripts/test.sh` then recomputes a sample of them from the weights). `--fresh` uses an empty cache instead (the
-  whole book's computation, about 45 minutes on 2 cores).
+  whole book's computation, about 65 minutes on 2 cores).
 * Notebooks on different tiny zoos run side by side (``--jobs``, default 2): the lanes and order of
   scripts/build_book.py; the cost and claims notebooks run after them, alone.
 * The notebooks write their results files into a temporary copy of notebooks/results/, so the committed ones are
