@@ -72,6 +72,13 @@ def zoo_manifest(size: str) -> Path:
     return default_root(size) / "manifest.json"
 
 
+def zoo_manifests(size: str) -> list:
+    """The manifests of a tiny zoo and of its replicates (``<size>-r1``, ...: the seeds of every table)."""
+    from catlib.benchmarks.tiny import replicate_roots
+
+    return [r / "manifest.json" for r in replicate_roots(size)]
+
+
 def log(msg: str) -> None:
     print(f"[book] {msg}", flush=True)
 
@@ -140,7 +147,7 @@ def input_hash(name: str, src: Path, params: dict) -> str:
         "parameters": params,
         "kernel": KERNEL,
         "catlib": sha_files([*(REPO / "catlib").rglob("*.py"), *(REPO / "catlib").rglob("*.json")]),
-        "manifests": sha_files([p for p in map(zoo_manifest, zoo_sizes(name, params)) if p.exists()]),
+        "manifests": sha_files([p for s in zoo_sizes(name, params) for p in zoo_manifests(s) if p.exists()]),
         "paper": sha_files((REPO / "data" / "paper").glob("*.csv")),
     }
     if name.startswith(READS_RESULTS):
@@ -297,6 +304,20 @@ def run_lanes(lanes_: list, jobs: int, finished, stop) -> None:
                     running[ex.submit(_execute_job, *lane[k + 1])] = (lane, k + 1)
 
 
+def update_intro() -> None:
+    """Write the claims' bottom line (computed from notebooks/results, as the claims page does) into the block of
+    book/intro.md reserved for it (atomically)."""
+    from catlib.core.io import atomic_write_text
+    from catlib.report.paper_claims import bottom_line_markdown, claims, with_bottom_line
+
+    intro = REPO / "book" / "intro.md"
+    text = intro.read_text()
+    new = with_bottom_line(text, bottom_line_markdown(claims()))
+    if new != text:
+        atomic_write_text(intro, new)
+        log("book/intro.md: bottom line updated from notebooks/results")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
@@ -305,6 +326,13 @@ def main(argv=None) -> int:
         default=None,
         metavar="NAME",
         help="re-execute these notebooks (names or prefixes, or 'all') even if unchanged",
+    )
+    ap.add_argument(
+        "--only",
+        nargs="*",
+        default=None,
+        metavar="NAME",
+        help="execute only these notebooks (names or prefixes) when due; the others wait for a later run",
     )
     ap.add_argument("--no-execute", action="store_true", help="do not execute notebooks")
     ap.add_argument("--no-build", action="store_true", help="do not build the book")
@@ -330,10 +358,9 @@ def main(argv=None) -> int:
         tags = {name: f"({j}/{len(items)}) {name}" for j, (name, _, _) in enumerate(items, 1)}
 
         def save_cache():  # atomically: a unique temporary file beside it, then rename
-            fd, tmp = tempfile.mkstemp(dir=NB_DIR, prefix=f".{EXEC_CACHE.name}.", suffix=".tmp")
-            with os.fdopen(fd, "w") as f:
-                f.write(json.dumps(cache, indent=1, sort_keys=True) + "\n")
-            os.replace(tmp, EXEC_CACHE)
+            from catlib.core.io import atomic_write_text
+
+            atomic_write_text(EXEC_CACHE, json.dumps(cache, indent=1, sort_keys=True) + "\n")
 
         def due(name, src, params) -> bool:
             """Whether the notebook must be executed (writing or keeping the stub page of a missing benchmark)."""
@@ -348,6 +375,8 @@ def main(argv=None) -> int:
                     cache[name] = {"hash": stub_hash, "seconds": 0.0}
                 else:
                     log(f"{tag}: no tiny '{v['requires']}' zoo: stub page up to date")
+                return False
+            if args.only is not None and not any(name.startswith(o) for o in args.only):
                 return False
             h = input_hash(name, src, params)
             force = "all" in forced or any(name.startswith(f) for f in forced)
@@ -389,6 +418,7 @@ def main(argv=None) -> int:
 
             n = result_cache.pack(result_cache.ResultCache().dir)
             log(f"{n} results of this code packed into {result_cache.BUNDLE.relative_to(REPO)}")
+        update_intro()
     if failures and not args.keep_going:
         return 1
     if not args.no_build:

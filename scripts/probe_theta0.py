@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from catlib.benchmarks._io import atomic_write_text  # noqa: E402
+from catlib.core.io import atomic_write_text  # noqa: E402
 from catlib.benchmarks.evaluate import average  # noqa: E402
 from catlib.benchmarks.tiny import data as D  # noqa: E402
 from catlib.benchmarks.tiny.build.recipes import CONFIGS, recipe_with  # noqa: E402

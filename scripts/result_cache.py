@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "notebooks" / ".result-cache.jsonl.xz"
 sys.path.insert(0, str(REPO))
 
-from catlib.benchmarks._io import atomic_write_bytes  # noqa: E402
+from catlib.core.io import atomic_write_bytes  # noqa: E402
 from catlib.protocol.cache import CACHE_VERSION, ResultCache, atomic_write, code_fingerprint, sha  # noqa: E402
 
 # The benchmarks whose results the book's notebooks compute on a CPU (the others need checkpoints on a user's disk).
@@ -129,10 +129,14 @@ def check(sample: int, tolerance: float, bundle: Path = BUNDLE, names=EMBEDDED) 
     if not runs:
         print(f"[result-cache] no bundled results for this code in {bundle.name}: nothing to check")
         return 0
+    from catlib.benchmarks.tiny import replicate_roots
+
     sessions = {}
-    for name in names:
-        s = Session(load_benchmark(name), cache=None)
-        sessions[s.fingerprint] = s
+    for name in names:  # every replicate of the tiny zoos (the tables' seeds 1, 2 run on them)
+        n = len(replicate_roots("large" if name == "tiny-large" else "default")) if name.startswith("tiny") else 1
+        for k in range(n):
+            s = Session(load_benchmark(name, **({"replicate": k} if k else {})), cache=None)
+            sessions[s.fingerprint] = s
     runs = [r for r in runs if r["key"]["bench"] in sessions]
     rng = random.Random(sha(runs)[:16])
     picked = rng.sample(runs, min(sample, len(runs)))

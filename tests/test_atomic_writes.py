@@ -1,4 +1,4 @@
-"""Atomic writes (catlib.benchmarks._io) and the writers that use them: a failed write leaves the old file and no
+"""Atomic writes (catlib.core.io) and the writers that use them: a failed write leaves the old file and no
 temporary file, concurrent writers of one file (processes and threads) all succeed and leave one complete write,
 and the pickled-checkpoint converter never overwrites its input."""
 
@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from catlib.benchmarks import _io
-from catlib.benchmarks._io import atomic_path, atomic_write_text
+from catlib.core import io as _io
+from catlib.core.io import atomic_path, atomic_write_text
 from catlib.benchmarks.clip import checkpoints as ck
 from catlib.benchmarks.clip import zeroshot as zs
 from catlib.benchmarks.tiny import zoo as Z

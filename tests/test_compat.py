@@ -30,7 +30,7 @@ def test_old_experiment_names():
     sys.modules.pop("catlib.experiment", None)
     with pytest.warns(DeprecationWarning):
         E = importlib.import_module("catlib.experiment")
-    assert E.GRIDS["cat"] == {"alpha": [0.2, 0.3, 0.4, 0.5, 0.6, 0.8], "c": [2, 4], "lam": [1.0, 5.0]}
+    assert E.GRIDS["cat"] == {"alpha": [0.2, 0.3, 0.4, 0.5, 0.6, 0.8], "c": [1, 2, 3, 4], "lam": [0.1, 1.0, 5.0, 10.0]}
     assert E.DISPLAY["cat"] == "CAT Merging" and E.REFERENCE == ("pretrained", "individual", "mtl")
     assert E.step_past([0.1, 0.2], "largest") == pytest.approx(0.3)
     for name in ("tune", "merge_on", "statistics_for", "reference_rows", "search", "grid_points", "TuneResult"):
@@ -57,4 +57,4 @@ def test_old_report_names():
         "ResultCache",
     ):
         assert getattr(R, name) is not None
-    assert R.BOOK_GRIDS["cat"] == {"alpha": [0.1, 0.2, 0.3, 0.4, 0.5, 0.7]}
+    assert R.BOOK_GRIDS["cat"] == {"alpha": [0.1, 0.2, 0.3, 0.4, 0.5, 0.7], "c": [1, 2, 4], "lam": [0.1, 1.0, 10.0]}

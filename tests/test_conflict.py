@@ -52,3 +52,28 @@ def test_pair_grid_zero_at_origin(vit_setup):
     m, h, (xb, yb) = s["module"], s["heads"][1], s["labelled"][1]
     expected = conflict.loss(m, h, apply(p, ta, 0.5), xb, yb) - conflict.loss(m, h, p, xb, yb)
     assert float(g[1, 0]) == pytest.approx(expected, abs=1e-6)
+
+
+def test_ball_constants_do_not_see_the_bounded_perturbation(vit_setup):
+    """The default constants come from random probes around the clean inputs: the same for two perturbations
+    that leave the stage inputs unchanged, and (being lower bounds of the local constants) free to make the
+    bound fail, unlike the "path" constants, which hold by construction."""
+    s = vit_setup
+    tau = {key: s["finetuned"][1][key] - s["pretrained"][key] for key in s["pretrained"]}
+    ball = conflict.theorem44(s["module"], s["heads"][0], s["finetuned"][0], tau, *s["labelled"][0])
+    again = conflict.theorem44(s["module"], s["heads"][0], s["finetuned"][0], tau, *s["labelled"][0])
+    assert ball.gamma[1:] == again.gamma[1:] and ball.beta == again.beta  # seeded probes: deterministic
+    path = conflict.theorem44(s["module"], s["heads"][0], s["finetuned"][0], tau, *s["labelled"][0], lipschitz="path")
+    assert path.holds
+    assert all(g > 0 for g in ball.gamma[1:]) and ball.beta > 0
+    assert ball.gamma[1:] != path.gamma[1:]
+    with pytest.raises(ValueError, match="ball"):
+        conflict.theorem44(s["module"], s["heads"][0], s["finetuned"][0], tau, *s["labelled"][0], lipschitz="x")
+
+
+def test_ball_ratio_of_a_linear_map_is_below_its_norm():
+    import torch
+
+    A = torch.diag(torch.tensor([10.0] + [0.1] * 63))  # one sharp direction a random probe rarely meets
+    r = conflict._ball_ratio(lambda h: h @ A.T, torch.randn(16, 64), probes=8, radii=(0.1,), seed=0)
+    assert 0.1 < r < 10.0  # random directions give a lower bound of the Lipschitz constant, here far below it

@@ -78,9 +78,16 @@ def test_every_notebook_has_an_annotated_parameters_cell():
         cells = [c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", [])]
         assert len(cells) == 1, path.name
         src = cells[0]["source"] if isinstance(cells[0]["source"], str) else "".join(cells[0]["source"])
+        declared = []
         for line in src.splitlines():
             if line.strip() and not line.lstrip().startswith("#"):
                 assert ":" in line.split("=")[0], f"{path.name}: parameter without a type annotation: {line}"
+                declared.append(line.split(":")[0].strip())
+        # papermill must parse every one (a "=" in a trailing comment made it skip the line silently: `papermill
+        # --help-notebook` lost it and an injected value of it was reported as unknown)
+        from papermill.translators import PythonTranslator
+
+        assert [p.name for p in PythonTranslator.inspect({"source": src})] == declared, path.name
 
 
 def _build_book():

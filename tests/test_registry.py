@@ -63,7 +63,11 @@ def test_a_dataclass_argument_contributes_its_fields_and_receives_an_instance():
     spec = get_method("cat")
     assert {"c", "lam", "c_norm", "solver", "tol"} <= set(spec.hyperparameters)
     assert spec.hyperparameters["c"].type is int and spec.hyperparameters["c_norm"].default is None
-    assert spec.grid(full=True) == {"alpha": [0.2, 0.3, 0.4, 0.5, 0.6, 0.8], "c": [2, 4], "lam": [1.0, 5.0]}
+    assert spec.grid(full=True) == {
+        "alpha": [0.2, 0.3, 0.4, 0.5, 0.6, 0.8],
+        "c": [1, 2, 3, 4],
+        "lam": [0.1, 1.0, 5.0, 10.0],
+    }
     seen = {}
     reg = Registry()
 

@@ -56,7 +56,7 @@ def test_search_stops_after_widen_steps_and_the_choice_is_then_flagged():
 
 def test_search_widens_below_and_with_every_value_of_the_other_knobs():
     score, _ = peaked_at(0.02)
-    best, _, scored, widened = E.search({"alpha": ALPHAS, "k": [0.1, 0.2]}, score)
+    best, _, scored, widened = E.search({"alpha": ALPHAS, "k": [0.1, 0.2]}, score, strategy="product")
     assert widened == {"alpha": [0.05, 0.025, 0.0125]} and best == {"alpha": 0.025, "k": 0.2}
     assert len(scored) == 6 * 2 + 3 * 2  # each new α with both k values; k has two values: never widened
 

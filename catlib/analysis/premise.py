@@ -496,3 +496,24 @@ def diagnose(
     }
     _check_finite(result)
     return result
+
+
+def removed_energy(vectors: Vectors, trimmed: Vectors, layers: Mapping[str, LayerInfo]) -> Dict[str, Dict[str, float]]:
+    """Where CAT's trimming acts, per parameter kind (``layers[key].kind``: "linear", "norm_scale", "shift",
+    "other"): ``{"share": Σ_i ‖τ_i‖² over the kind's keys / Σ_i ‖τ_i‖² over all keys, "removed": Σ_i ‖τ_i −
+    τ̃_i‖² / Σ_i ‖τ_i‖² over the kind's keys, "keys": number of tensors}``. ``vectors`` and ``trimmed``: the task
+    vectors and :func:`catlib.merge.cat.trim`'s output, same keys."""
+    total, kinds = 0.0, {}
+    for key in vectors[0]:
+        kind = layers.get(key, LayerInfo("other")).kind
+        e = sum(float(v[key].double().pow(2).sum()) for v in vectors)
+        r = sum(float((v[key] - t[key]).double().pow(2).sum()) for v, t in zip(vectors, trimmed))
+        k = kinds.setdefault(kind, {"energy": 0.0, "removed": 0.0, "keys": 0})
+        k["energy"] += e
+        k["removed"] += r
+        k["keys"] += 1
+        total += e
+    return {
+        kind: {"share": _ratio(k["energy"], total), "removed": _ratio(k["removed"], k["energy"]), "keys": k["keys"]}
+        for kind, k in kinds.items()
+    }

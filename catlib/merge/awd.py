@@ -6,8 +6,7 @@ Each τ_i is split into a shared redundant vector δ and disentangled vectors τ
 
 (|cos|, a plain L2 norm smoothed by ε, and the penalty scaled by the task-vector norm so it has no units: our
 choices: the paper gives no formula for them). δ starts at 0 and is optimised by Adam (``lr`` is relative to the RMS
-entry
-of the τ_i, since Adam's step is in parameter units). L depends on δ only through u_i = ⟨τ_i, δ⟩ and q = ‖δ‖²
+entry of the τ_i, since Adam's step is in parameter units). L depends on δ only through u_i = ⟨τ_i, δ⟩ and q = ‖δ‖²
 (⟨τ̂_i, τ̂_j⟩ = ⟨τ_i, τ_j⟩ − u_i − u_j + q), so each step is two streaming passes over the τ_i and the gradient is
 exact: ∇L = Σ_i (∂L/∂u_i) τ_i + 2 (∂L/∂q) δ. ``scope="global"`` uses one δ over the whole flattened model;
 ``"per_tensor"`` one δ per tensor, with the cosines of that tensor's slices (losses summed).
@@ -143,7 +142,7 @@ def disentangle(
 def disentangled(
     vectors,
     *,
-    penalty: Annotated[float, Knob("weight of ‖δ‖ (relative to mean ‖τ_i‖)", (0.0, None), full_grid=(0.1, 1.0))] = 0.1,
+    penalty: Annotated[float, Knob("weight of ‖δ‖ (relative to mean ‖τ_i‖)", (0.0, None), grid=(0.01, 0.1, 1.0))] = 0.1,
     steps: Annotated[int, Knob("Adam steps", (0, 100000))] = 300,
     lr: Annotated[float, Knob("Adam step size relative to the RMS entry of the task vectors", (0.0, None))] = 0.01,
     scope: Annotated[

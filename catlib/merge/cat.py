@@ -38,9 +38,18 @@ from .registry import BOOK_ALPHAS, Knob, register
 class Trim:
     """CAT's trimming knobs (Algorithm 1, steps 1-3); each field is a hyperparameter of ``cat``."""
 
-    c: Annotated[int, Knob("removal basis size / mask size for linear weights", (0, None), full_grid=(2, 4))] = 2
+    c: Annotated[
+        int,
+        Knob("removal basis size / mask size for linear weights", (0, None), grid=(1, 2, 4), full_grid=(1, 2, 3, 4)),
+    ] = 2
     lam: Annotated[
-        float, Knob("λ, weight of the intra-task deviation term (linear)", (0.0, None), full_grid=(1.0, 5.0))
+        float,
+        Knob(
+            "λ, weight of the intra-task deviation term (linear)",
+            (0.0, None),
+            grid=(0.1, 1.0, 10.0),
+            full_grid=(0.1, 1.0, 5.0, 10.0),
+        ),
     ] = 1.0
     c_norm: Annotated[Optional[int], Knob("mask size for norm scales (None: c)", (0, None))] = None
     lam_norm: Annotated[Optional[float], Knob("λ for norm scales (None: lam)", (0.0, None))] = None

@@ -25,8 +25,8 @@ def consensus(
     alpha: Annotated[
         float, Knob("merge coefficient", (0.0, None), grid=BOOK_ALPHAS, full_grid=(0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0))
     ] = 0.3,
-    k: Annotated[int, Knob("minimum number of tasks whose TALL mask keeps an entry", (0, None))] = 2,
-    tall_lambda: Annotated[float, Knob("λ_t of the TALL masks", (0.0, None), full_grid=(0.2, 0.4, 0.6))] = 0.4,
+    k: Annotated[int, Knob("minimum number of tasks whose TALL mask keeps an entry", (0, None), grid=(1, 2, 3))] = 2,
+    tall_lambda: Annotated[float, Knob("λ_t of the TALL masks", (0.0, None), grid=(0.2, 0.4, 0.6))] = 0.4,
     base: Annotated[str, Knob("merged vector the masks act on: ta or ties", choices=("ta", "ties"))] = "ta",
 ):
     """Task arithmetic (or TIES) restricted to the weights at least k tasks consider important."""

@@ -69,7 +69,9 @@ def iso_cts(
     *,
     stats=None,
     alpha: Annotated[float, Knob("merge coefficient", (0.0, None), grid=BOOK_SCALES, full_grid=_FULL)] = 1.0,
-    common_fraction: Annotated[float, Knob("fraction of the rank kept as common subspace", (0.0, 1.0))] = 0.8,
+    common_fraction: Annotated[
+        float, Knob("fraction of the rank kept as common subspace", (0.0, 1.0), grid=(0.6, 0.8, 0.9))
+    ] = 0.8,
 ):
     """Iso-C on a common subspace plus task-specific directions."""
     return {

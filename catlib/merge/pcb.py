@@ -38,9 +38,7 @@ def pcb(
     alpha: Annotated[
         float, Knob("merge coefficient (PCB's λ)", (0.0, None), grid=BOOK_SCALES, full_grid=(0.6, 0.8, 1.0, 1.2, 1.5))
     ] = 1.2,
-    ratio: Annotated[
-        float, Knob("fraction of entries kept per task (r)", (1e-9, 1.0), full_grid=(0.05, 0.1, 0.2))
-    ] = 0.05,
+    ratio: Annotated[float, Knob("fraction of entries kept per task (r)", (1e-9, 1.0), grid=(0.05, 0.1, 0.2))] = 0.05,
     clamp: Annotated[float, Knob("outlier clamp quantile ρ", (0.0, 0.5))] = 0.01,
     inter: Annotated[str, Knob("inter-balancing variant", choices=("pairwise", "sum_first"))] = "pairwise",
 ):

@@ -30,7 +30,7 @@ def regmean(
         Knob(
             "factor a on the off-diagonal of each Gram matrix",
             (0.0, 1.0),
-            grid=(0.5, 0.9),
+            grid=(0.5, 0.9, 1.0),
             full_grid=(0.5, 0.9, 0.95, 1.0),
         ),
     ] = 0.95,

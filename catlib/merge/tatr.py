@@ -68,7 +68,7 @@ def tatr(
     *,
     stats=None,
     alpha: Annotated[float, replace(ALPHA, full_grid=(0.2, 0.3, 0.4, 0.5, 0.6))] = 0.3,
-    remove_ratio: Annotated[float, replace(REMOVE, full_grid=(0.01, 0.05, 0.1))] = 0.01,
+    remove_ratio: Annotated[float, replace(REMOVE, grid=(0.01, 0.05, 0.1))] = 0.01,
     zero_shot: Annotated[bool, ZERO_SHOT] = False,
 ):
     """Task arithmetic restricted to the trust region (low gradient–task-vector conflict)."""
@@ -83,7 +83,7 @@ def ties_tatr(
     *,
     stats=None,
     alpha: Annotated[float, replace(ALPHA, full_grid=(0.2, 0.3, 0.4, 0.5, 0.6, 0.8))] = 0.3,
-    remove_ratio: Annotated[float, replace(REMOVE, full_grid=(0.01, 0.05))] = 0.01,
+    remove_ratio: Annotated[float, replace(REMOVE, grid=(0.01, 0.05, 0.1))] = 0.01,
     zero_shot: Annotated[bool, ZERO_SHOT] = False,
     k: Annotated[float, K_KEPT] = 0.2,
     merge_func: Annotated[str, MERGE_FUNC] = "sum",

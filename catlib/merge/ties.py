@@ -86,7 +86,7 @@ def ties(
             full_grid=(0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0),
         ),
     ] = 0.3,
-    k: Annotated[float, replace(K_KEPT, full_grid=(0.1, 0.2, 0.4))] = 0.2,
+    k: Annotated[float, replace(K_KEPT, grid=(0.1, 0.2, 0.3), full_grid=(0.1, 0.2, 0.3, 0.4))] = 0.2,
     merge_func: Annotated[str, MERGE_FUNC] = "sum",
     scope: Annotated[
         str, Knob("trim threshold over the whole model (global) or per tensor", choices=("global", "per_tensor"))

@@ -13,6 +13,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 from ..merge.registry import ALPHAS, REGISTRY, get_method
 from .cache import ResultCache, bench_fingerprint, code_fingerprint, fingerprinted_files
 from .search import WIDEN, accepts, edge_of, grid, grid_points, judged_knobs, search, step_past
+from .seeds import SeedResult, Seeds, mean_std
 from .session import REFERENCE, RunSpec, Session, TuneResult, as_session
 
 REFERENCE_DISPLAY = {"pretrained": "Pretrained", "individual": "Individual", "mtl": "Traditional MTL"}
@@ -76,6 +77,9 @@ def tune(bench, method: str, grid: Optional[Mapping[str, Sequence[Any]]] = None,
 
 __all__ = [
     "Session",
+    "Seeds",
+    "SeedResult",
+    "mean_std",
     "RunSpec",
     "TuneResult",
     "ResultCache",

@@ -8,17 +8,18 @@ Folder: ``CATLIB_REPORT_CACHE`` (default ``<repo>/.cache/report``; ``off`` disab
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable, List, Mapping, Optional, Sequence
 
+
 import torch
+
+from ..core.io import atomic_write_text
 
 CACHE_VERSION = 1
 CATLIB = Path(__file__).resolve().parents[1]
@@ -111,19 +112,8 @@ def code_fingerprint(code_files: Sequence[str] = ()) -> str:
 
 
 def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a unique temporary file in the same folder, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """Write ``text`` to ``path`` atomically (:func:`catlib.core.io.atomic_write_text`)."""
+    atomic_write_text(path, text)
 
 
 class ResultCache:

@@ -2,14 +2,16 @@
 
 * :func:`grid` is a method's validation grid, derived from its declaration (:meth:`MethodSpec.grid`): the book's
   by default, the larger one with ``full=True``, or an explicit one a notebook passes.
-* :func:`search` scores every point of a grid (higher is better) and, when the choice lies on the edge of a numeric
-  knob's values, tries values past it (:func:`step_past`, at most :data:`WIDEN` per knob and direction), the same
-  rule for every method.
+* :func:`search` scores a grid (higher is better) and, when the choice lies on the edge of a numeric knob's values,
+  tries values past it (:func:`step_past`, at most :data:`WIDEN` per knob and direction), the same rule for every
+  method. Two strategies: ``"coordinate"`` (the book's: the knobs one at a time, in the order the method declares
+  them, α first, each over its values with the others at their best so far) and ``"product"`` (every combination).
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from ..core.errors import HyperparameterError
@@ -18,6 +20,9 @@ from ..merge.registry import get_method
 
 # Values tried past a grid's edge, per numeric knob and direction, when the validation choice lies on that edge.
 WIDEN = 3
+# How a grid with several knobs is searched: the book's rule for every method (see :func:`search`).
+STRATEGY = "coordinate"
+STRATEGIES = ("coordinate", "product")
 
 
 def grid(
@@ -34,6 +39,13 @@ def grid_points(grid: Mapping[str, Sequence[Any]]) -> List[Dict[str, Any]]:
     """Cartesian product of a grid ({} → one empty configuration)."""
     names = list(grid)
     return [dict(zip(names, vals)) for vals in itertools.product(*[grid[n] for n in names])]
+
+
+def grid_cost(grid: Mapping[str, Sequence[Any]], strategy: str = STRATEGY) -> int:
+    """Configurations :func:`search` scores before widening: the product of the knobs' value counts, or with
+    ``"coordinate"`` at most their sum."""
+    sizes = [len(v) for v in grid.values()]
+    return (sum(sizes) if strategy == "coordinate" else math.prod(sizes)) if sizes else 1
 
 
 def judged_knobs(points: Sequence[Mapping[str, Any]]) -> Dict[str, List[Any]]:
@@ -79,6 +91,52 @@ def accepts(method: str, hparams: Mapping[str, Any]) -> bool:
 
 
 def search(
+    grid: Mapping[str, Sequence[Any]],
+    score: Callable[[Dict[str, Any]], float],
+    fixed: Optional[Mapping[str, Any]] = None,
+    widen: int = WIDEN,
+    desc: str = "grid",
+    accept: Optional[Callable[[Dict[str, Any]], bool]] = None,
+    strategy: str = STRATEGY,
+    start: Optional[Mapping[str, Any]] = None,
+):
+    """Choose a configuration of ``grid`` (each merged into ``fixed``) by ``score(hp) -> float`` (higher is better).
+
+    ``strategy="coordinate"`` (the book's rule): the knobs one at a time in ``grid``'s order (a method's
+    declaration order, α first); each is searched over its values, with every knob before it at its chosen value
+    and every knob after it at its ``start`` value (the method's default; else its first grid value), by the
+    product rule below (so its edges widen the same way); one pass. ``"product"``: every combination of every
+    knob at once. A one-knob grid is the same under both.
+
+    Returns ``(best_hp, best_score, scored, widened)``: ``scored`` lists every configuration scored (each once) with
+    its ``"val_average"``; ``widened`` is ``{knob: [values added past an edge]}``."""
+    if strategy not in STRATEGIES:
+        raise HyperparameterError(f"search strategy must be one of {STRATEGIES}, got {strategy!r}")
+    if strategy == "product" or len(grid) <= 1:
+        return _product(grid, score, fixed, widen, desc, accept)
+    memo: Dict[tuple, float] = {}
+    scored: List[Dict[str, Any]] = []
+
+    def once(hp):  # a configuration met again in a later pass is not re-scored
+        key = tuple(sorted((k, repr(v)) for k, v in hp.items()))
+        if key not in memo:
+            memo[key] = score(hp)
+            scored.append({**hp, "val_average": memo[key]})
+        return memo[key]
+
+    chosen = {k: start[k] if start and k in start else list(v)[0] for k, v in grid.items()}
+    widened: Dict[str, List[Any]] = {}
+    best_val = float("-inf")
+    for knob, values in grid.items():
+        base = {**dict(fixed or {}), **{k: v for k, v in chosen.items() if k != knob}}
+        hp, best_val, _, w = _product({knob: values}, once, base, widen, f"{desc} ({knob})", accept)
+        chosen[knob] = hp[knob]
+        for k, v in w.items():
+            widened.setdefault(k, []).extend(v)
+    return {**dict(fixed or {}), **chosen}, best_val, scored, widened
+
+
+def _product(
     grid: Mapping[str, Sequence[Any]],
     score: Callable[[Dict[str, Any]], float],
     fixed: Optional[Mapping[str, Any]] = None,

@@ -27,7 +27,7 @@ from ..core.statedict import task_vectors
 from ..core.stats import Statistics, collect_statistics
 from ..merge.registry import Memo, get_method, merge
 from .cache import CACHE_VERSION, ResultCache, accuracy_check, bench_fingerprint, code_fingerprint, jsonable, sha
-from .search import WIDEN, accepts, grid as method_grid, search
+from .search import STRATEGY, WIDEN, accepts, grid as method_grid, search
 
 REFERENCE = ("pretrained", "individual", "mtl")  # the rows that are not merges
 _DEFAULT = object()
@@ -257,9 +257,11 @@ class Session:
         select_split: str = "val",
         report_split: str = "test",
         widen: int = WIDEN,
+        strategy: str = STRATEGY,
     ) -> TuneResult:
         """Choose ``method``'s hyperparameters on ``select_split`` (mean over the merged tasks; the first maximum
-        in grid order wins; values past an edge choice are tried, :func:`~catlib.protocol.search.search`) and
+        in grid order wins; knobs one at a time with ``strategy="coordinate"``, every combination with
+        ``"product"``; values past an edge choice are tried, :func:`~catlib.protocol.search.search`) and
         report the choice on ``report_split`` over ``eval_tasks`` (default: the merged tasks; Table 8 adds unseen
         ones). ``grid``: default the method's declared (book) grid."""
         tasks = self.tasks(tasks)
@@ -269,7 +271,16 @@ class Session:
         def score(hp):
             return average(self.run(method, hp, tasks, tasks, select_split, n_exemplars, seed))
 
-        hp, val, scored, widened = search(grid, score, fixed, widen, f"{method} grid", lambda p: accepts(method, p))
+        hp, val, scored, widened = search(
+            grid,
+            score,
+            fixed,
+            widen,
+            f"{method} grid",
+            lambda p: accepts(method, p),
+            strategy,
+            start={**get_method(method).defaults(), **dict(fixed or {})},
+        )
         test = self.run(method, hp, tasks, eval_tasks, report_split, n_exemplars, seed)
         return TuneResult(method, hp, val, test, scored, time.perf_counter() - t0, widened)
 

@@ -16,7 +16,7 @@ Environment variables: ``CATLIB_REPORT_CACHE`` (the result cache's folder; defau
 ``off`` disables it), ``CATLIB_RESULTS_DIR`` (where results JSON files go; default ``<repo>/notebooks/results``).
 """
 
-from ..protocol import Session, display_names  # noqa: F401
+from ..protocol import Session, display_names, mean_std  # noqa: F401
 from ..protocol.cache import CACHE_VERSION, ResultCache, bench_fingerprint, code_fingerprint  # noqa: F401
 from ..protocol.cache import fingerprinted_files  # noqa: F401
 from ..protocol.search import WIDEN  # noqa: F401
@@ -30,6 +30,7 @@ from .conflicts import (
     consecutive_pairs,
     eval_batches,
     pair_grids,
+    removed_energy_table,
     scaled,
     trimmed_vectors,
 )
@@ -44,7 +45,8 @@ from .legacy import (
     tune_over_seeds,
 )
 from .names import ANALOGUE, DISPLAY, ORDER, PAPER_TASK, REFERENCE, task_label  # noqa: F401
-from .paper_claims import claims, claims_markdown  # noqa: F401
+from .paper_claims import bottom_line, bottom_line_markdown, claims, claims_markdown  # noqa: F401
+from .verdicts import MARGIN, WORDS, Effect, effect, effect_between, rule_text, verdict  # noqa: F401
 from .premise_pages import (  # noqa: F401
     CLIP_LIKE,
     clip_likeness,
@@ -56,9 +58,10 @@ from .premise_pages import (  # noqa: F401
 )
 from .plots import average_bars, category_plot, heatmap, line_plot  # noqa: F401
 from .results import load_results, results_dir, save_results  # noqa: F401
-from .notebook import PAPER_DIR, REPO, load, session, setup  # noqa: F401
+from .notebook import PAPER_DIR, REPO, load, seeds, session, setup  # noqa: F401
 from .tables import (
     alpha_robustness,
+    balance_per_seed,
     balance_table,
     chosen_table,
     drop_std,
@@ -67,9 +70,12 @@ from .tables import (
     ours_table,  # noqa: F401
     paper_table,
     paper_tables,
+    pm,
     printed_average_check,
     ranking_summary,
     results_table,
+    seed_summary,
+    seeds_table,
     side_by_side,
 )
 from .timing import time_merge  # noqa: F401

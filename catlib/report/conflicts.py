@@ -44,6 +44,27 @@ def trimmed_vectors(
     )
 
 
+def removed_energy_table(
+    session: Session, hparams: Mapping[str, Any], n_exemplars: Optional[int] = None, seed: int = 0, decimals: int = 4
+):
+    """Where CAT's trimming acts at ``hparams``, per parameter kind (:func:`catlib.analysis.premise.removed_energy`):
+    a DataFrame with the kind's share of the task vectors' energy, the share of it CAT removes, and the number of
+    tensors."""
+    import pandas as pd
+
+    from ..analysis.premise import removed_energy
+
+    S = as_session(session)
+    spec = S.spec("cat", hparams, None, n_exemplars, seed)
+    vectors = task_vectors(S.bench.pretrained, S.bench.finetuned_list(spec.tasks))
+    out = removed_energy(vectors, trimmed_vectors(S, hparams, None, n_exemplars, seed), S.statistics(spec).layers)
+    df = pd.DataFrame.from_dict(out, orient="index").rename(
+        columns={"share": "share of ‖τ‖²", "removed": "share of it CAT removes", "keys": "tensors"}
+    )
+    df["tensors"] = df["tensors"].astype(int)
+    return df.round(decimals)
+
+
 def scaled(vectors: Sequence[Mapping[str, torch.Tensor]], alpha: float) -> List[Dict[str, torch.Tensor]]:
     return [{k: alpha * v[k] for k in v} for v in vectors]
 
@@ -70,7 +91,7 @@ def bound_rows(
     vectors: Sequence[Mapping[str, torch.Tensor]],
     batches,
     tasks: Sequence[str],
-    lipschitz: str = "path",
+    lipschitz: str = "ball",
 ) -> List[Dict[str, Any]]:
     """Theorem 4.4 for every ordered pair (k, i), k ≠ i: measured ΔL_{k|i}, the bound, tightness, and the stage
     terms (β Π γ ‖Δf̂^l‖) of the bound."""
@@ -194,7 +215,7 @@ def bound_frames(
     n_exemplars: Optional[int] = None,
     seed: int = 0,
     split: str = "val",
-    lipschitz: str = "path",
+    lipschitz: str = "ball",
     cache=None,
 ):
     """Theorem 4.4 for every ordered pair, for v_i = α τ_i (task arithmetic) and α τ̃_i (CAT). Returns

@@ -1,5 +1,5 @@
 """Notebook set-up and loading: :func:`setup` (threads, quiet progress bars, deterministic seed, plot and table
-style) and :func:`load` (a benchmark from a notebook's parameters)."""
+style) and :func:`load` (a benchmark from a notebook's parameters), :func:`seeds` (one Session per seed)."""
 
 from __future__ import annotations
 
@@ -94,6 +94,48 @@ def load(
     return load_benchmark(
         benchmark, checkpoint_root=checkpoint_root, data_root=data_root, tasks=tasks, device=device, **kwargs
     )
+
+
+def seeds(
+    seeds: Optional[Sequence[int]] = None,
+    benchmark: str = "tiny",
+    tasks: Optional[Sequence[str]] = None,
+    device: str = "auto",
+    checkpoint_root: Optional[str] = None,
+    data_root: Optional[str] = None,
+    batch_size: Optional[int] = None,
+    options: Optional[Mapping[str, Any]] = None,
+):
+    """One :class:`~catlib.protocol.Session` per seed, as :class:`~catlib.protocol.seeds.Seeds` (arguments as in
+    :func:`load`). Seed s runs on the benchmark's replicate s where it ships several (the tiny zoos: experts
+    fine-tuned with seed s's fine-tuning seed, ``data/tiny/<size>-r<s>``), else on its only one, and draws its
+    exemplars with s."""
+    from ..benchmarks.tiny import replicate_roots
+    from ..protocol import Session
+    from ..protocol.seeds import Seeds
+
+    seeds = [0] if seeds is None or len(seeds) == 0 else [int(s) for s in seeds]
+    if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ValueError(f"seeds must be distinct non-negative integers, got {seeds}")
+    n = 1
+    if benchmark.startswith("tiny"):
+        size = "large" if benchmark == "tiny-large" else "default"
+        n = len(replicate_roots(size, Path(checkpoint_root) if checkpoint_root else None))
+        if n > 1 and max(seeds) >= n:
+            raise ValueError(
+                f"{benchmark} ships {n} replicates (seeds 0-{n - 1}); seed {max(seeds)} needs another zoo, built "
+                f"with python -m catlib.benchmarks.tiny.zoo build --size {size} --set finetune.seed=<seed> "
+                f"--out data/tiny/{size}-r{max(seeds)}"
+            )
+    by_replicate: dict = {}
+    for s in seeds:
+        r = s if n > 1 else 0
+        if r not in by_replicate:
+            extra = {"replicate": r} if r else {}
+            by_replicate[r] = Session(
+                load(benchmark, tasks, device, checkpoint_root, data_root, batch_size, {**dict(options or {}), **extra})
+            )
+    return Seeds([by_replicate[s if n > 1 else 0] for s in seeds], seeds)
 
 
 def session(bench: Benchmark, cache: Any = None):

@@ -4,10 +4,11 @@ as printed), side-by-side averages and ranks, Table 10's balance, gains and α-r
 from __future__ import annotations
 
 import math
-from typing import Any, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 
 from ..benchmarks.evaluate import average
+from ..protocol.seeds import SeedResult, mean_std
 from .names import DISPLAY, REFERENCE
 from .notebook import PAPER_DIR
 from .tuning import edge_choices
@@ -46,9 +47,50 @@ def chosen_table(results: Mapping[str, Mapping[str, Any]], decimals: int = 1):
             "grid points": len(tr.grid),
             "val avg": round(tr.val_average, decimals),
             "test avg": round(average(r["mean"]), decimals),
-            "± over seeds": (round(r["std_avg"], decimals) if r["data_dependent"] and len(r["per_seed"]) > 1 else "-"),
+            "± over seeds": _std_cell(r, decimals),
         }
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def _std_cell(r, decimals: int):
+    """The std over seeds of a tune result (a SeedResult, or the dict of ``Session.tune_over_seeds``), or "-"
+    when the seeds repeat one measurement."""
+    if len(r["per_seed"]) < 2 or not (isinstance(r, SeedResult) or r["data_dependent"]):
+        return "-"
+    sd = r["std_avg"]
+    return "-" if sd is None else round(sd, decimals)
+
+
+def pm(mean: float, std: Optional[float], decimals: int = 1) -> str:
+    """``"60.5 ± 1.2"``; ``"60.5 ± –"`` when the spread is unknown (the seeds repeat one measurement)."""
+    return f"{mean:.{decimals}f} ± " + ("–" if std is None else f"{std:.{decimals}f}")
+
+
+def seeds_table(results: Mapping[str, "SeedResult"], tasks: Sequence[str], decimals: int = 1):
+    """Mean ± std over seeds, per task and of the average: one row per method (display names), and the number of
+    seeds. "± –": the seeds repeat one measurement (a data-free method on a benchmark with one replicate)."""
+    import pandas as pd
+
+    out = {}
+    for m, r in results.items():
+        std = r.std
+        row = {t: pm(r.mean[t], None if std is None else std[t], decimals) for t in tasks}
+        row["avg"] = pm(r.avg_mean, r.avg_std, decimals)
+        row["seeds"] = len(r.per_seed)
+        out[DISPLAY.get(m, m)] = row
+    return pd.DataFrame.from_dict(out, orient="index")
+
+
+def seed_summary(results: Mapping[str, "SeedResult"]) -> Dict[str, Any]:
+    """What a results file keeps of runs over seeds: mean per task and average, the average per seed, its std
+    (``None``: not replicated) and whether the seeds were independent runs."""
+    return {
+        "averages": {m: r.avg_mean for m, r in results.items()},
+        "per_task": {m: r.mean for m, r in results.items()},
+        "per_seed_avg": {m: {str(s): v for s, v in r.averages.items()} for m, r in results.items()},
+        "std_avg": {m: r.avg_std for m, r in results.items()},
+        "replicated": {m: r.replicated for m, r in results.items()},
+    }
 
 
 def paper_table(name: str):
@@ -99,6 +141,12 @@ def drop_std(individual: Mapping[str, float], merged_acc: Mapping[str, float]) -
     d = [individual[t] - merged_acc[t] for t in merged_acc]
     m = sum(d) / len(d)
     return math.sqrt(sum((x - m) ** 2 for x in d) / len(d))
+
+
+def balance_per_seed(individual: "SeedResult", results: Mapping[str, "SeedResult"]) -> Dict[str, Dict[int, float]]:
+    """Table 10's measure on each seed: ``{method: {seed: drop_std}}`` (each seed's merge against that seed's
+    experts)."""
+    return {m: {s: drop_std(individual.per_seed[s], r.per_seed[s]) for s in r.per_seed} for m, r in results.items()}
 
 
 def md(text: str):
@@ -174,11 +222,20 @@ def balance_table(
     decimals: int = 2,
 ):
     """Table 10: std over tasks of (Individual − merged) per method, beside the paper's row ``paper_row`` (e.g.
-    ``"ViT-B/32"``) when the paper has one (Table 10 has none for ViT-B/16: the column is then empty)."""
+    ``"ViT-B/32"``) when the paper has one (Table 10 has none for ViT-B/16: the column is then empty). With
+    :class:`SeedResult` s (``individual`` and every row) the measure is taken on each seed: columns ``ours``
+    (mean) and ``± std`` (empty where the seeds repeat one measurement: a data-free method on one zoo)."""
     import pandas as pd
 
-    ours = {DISPLAY.get(m, m): drop_std(individual, r) for m, r in merged_rows.items()}
-    df = pd.DataFrame({"ours": ours})
+    if isinstance(individual, SeedResult):
+        per = balance_per_seed(individual, merged_rows)
+        stats = {DISPLAY.get(m, m): mean_std(list(v.values())) for m, v in per.items()}
+        replicated = [merged_rows[m].replicated or individual.replicated for m in per]
+        df = pd.DataFrame({"ours": {n: s[0] for n, s in stats.items()}})
+        df["± std"] = [float("nan") if s[1] is None or not r else s[1] for s, r in zip(stats.values(), replicated)]
+    else:
+        ours = {DISPLAY.get(m, m): drop_std(individual, r) for m, r in merged_rows.items()}
+        df = pd.DataFrame({"ours": ours})
     if paper_df is not None and paper_row not in paper_df.index:
         df[f"paper ({paper_row}: not in the paper)"] = float("nan")
     elif paper_df is not None:

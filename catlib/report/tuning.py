@@ -1,9 +1,10 @@
 """The book's validation grids and the tables about them. The grids themselves are declared by each method
-(:meth:`catlib.merge.registry.MethodSpec.grid`): six α values 0.1 apart where task arithmetic, TIES and CAT peak and
-one beyond (0.7); PCB, TSV-M and the Iso methods rescale the merged vector, so they get six points on their own
-scale; Fisher and RegMean get their one knob. They are smaller than the full grids so that the whole book runs in
-about 25 minutes on two CPU cores from an empty cache. A choice on a grid's edge widens the search past it (the same
-rule for every method, :func:`catlib.protocol.search`); :func:`edge_choices` flags a choice still on the edge."""
+(:meth:`catlib.merge.registry.MethodSpec.grid`): six values of the merge coefficient (0.1 apart where task
+arithmetic, TIES and CAT peak and one beyond, 0.7; PCB, TSV-M and the Iso methods on their own scale, as they rescale
+the merged vector), then two or three values of each further knob the method's own paper tunes (CAT's c and λ, TIES'
+k, ...), searched one knob at a time (:func:`catlib.protocol.search`, ``strategy="coordinate"``). A choice on a
+grid's edge widens the search past it (the same rule for every method); :func:`edge_choices` flags a choice still on
+the edge."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 from ..merge.registry import BOOK_ALPHAS, BOOK_SCALES  # noqa: F401  (re-exported for the notebooks)
 from ..merge.registry import get_method
 from ..protocol import grids as declared_grids
-from ..protocol.search import edge_of, grid_points, judged_knobs
+from ..protocol.search import edge_of, grid_cost, judged_knobs
 from ..protocol.search import grid as protocol_grid
 from ..protocol.session import TuneResult
 from .names import DISPLAY
@@ -55,7 +56,8 @@ def full_hparams(method: str, hparams: Optional[Mapping[str, Any]] = None) -> Di
 
 
 def grids_table(methods: Sequence[str], grids=None, full_grids: bool = False):
-    """One row per method: its validation grid as text and the number of grid points."""
+    """One row per method: its validation grid as text and the number of configurations the book's search scores
+    before widening (one knob at a time: at most the sum of the knobs' value counts)."""
     import pandas as pd
 
     def values(vals):
@@ -66,13 +68,13 @@ def grids_table(methods: Sequence[str], grids=None, full_grids: bool = False):
         g = grid(m, grids, full_grids)
         rows[DISPLAY.get(m, m)] = {
             "validation grid": "; ".join(f"{k} ∈ {{{values(vals)}}}" for k, vals in g.items()) or "(nothing to tune)",
-            "points": len(grid_points(g)),
+            "points": grid_cost(g),
         }
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def grid_size(methods: Iterable[str], grids=None, full_grids: bool = False) -> int:
-    return sum(len(grid_points(grid(m, grids, full_grids))) for m in methods)
+    return sum(grid_cost(grid(m, grids, full_grids)) for m in methods)
 
 
 def default_subset(bench) -> List[str]:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .._io import atomic_path
+from ...core.io import atomic_path
 
 StateDict = Dict[str, torch.Tensor]
 PathLike = Union[str, os.PathLike]

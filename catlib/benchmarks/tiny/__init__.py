@@ -136,17 +136,55 @@ class TinyBenchmark(InMemorySplits, Benchmark):
         return list(self.task_info[task]["class_names"])
 
 
+def replicate_roots(size: str = "default", root: Optional[Path] = None) -> List[Path]:
+    """The zoo folders of a size's replicates, in order: ``root`` (default ``data/tiny/<size>``) is replicate 0 and
+    its siblings ``<root>-r1``, ``<root>-r2``, ... (experts fine-tuned with other seeds from the same θ0) the next
+    ones, as far as they exist."""
+    from .zoo import default_root
+
+    base = Path(root) if root is not None else default_root(size)
+    out = [base]
+    while (base.parent / f"{base.name}-r{len(out)}" / "manifest.json").exists():
+        out.append(base.parent / f"{base.name}-r{len(out)}")
+    return out
+
+
+def _replicate_root(size: str, root: Optional[Path], replicate: int) -> Optional[Path]:
+    if replicate == 0:
+        return root
+    roots = replicate_roots(size, root)
+    if not 0 <= replicate < len(roots):
+        raise ZooError(
+            f"the tiny zoo '{size}' has {len(roots)} replicate(s) (0-{len(roots) - 1}), not {replicate}; build one "
+            f"with python -m catlib.benchmarks.tiny.zoo build --size {size} --reuse {roots[0]} "
+            f"--set finetune.seed=<seed> --out {roots[0].parent / f'{roots[0].name}-r{len(roots)}'}"
+        )
+    return roots[replicate]
+
+
 def load_tiny(
-    tasks: Optional[Sequence[str]] = None, device="auto", root: Optional[Path] = None, verify: bool = True
+    tasks: Optional[Sequence[str]] = None,
+    device="auto",
+    root: Optional[Path] = None,
+    verify: bool = True,
+    replicate: int = 0,
 ) -> TinyBenchmark:
-    """The tiny benchmark (ViT-B/32-like encoder, name ``"tiny"``)."""
+    """The tiny benchmark (ViT-B/32-like encoder, name ``"tiny"``); ``replicate`` k > 0: the zoo whose experts
+    were fine-tuned with another seed (:func:`replicate_roots`)."""
+    root = _replicate_root("default", root, replicate)
     return TinyBenchmark("default", tasks=tasks, device=device, root=root, verify=verify)
 
 
 def load_tiny_large(
-    tasks: Optional[Sequence[str]] = None, device="auto", root: Optional[Path] = None, verify: bool = True
+    tasks: Optional[Sequence[str]] = None,
+    device="auto",
+    root: Optional[Path] = None,
+    verify: bool = True,
+    replicate: int = 0,
 ) -> TinyBenchmark:
-    """The large tiny benchmark (wider/deeper, L/14-like encoder, name ``"tiny-large"``)."""
+    """The large tiny benchmark (wider/deeper, L/14-like encoder, name ``"tiny-large"``); ``replicate`` as in
+    :func:`load_tiny`."""
+    root = _replicate_root("large", root, replicate)
     return TinyBenchmark("large", tasks=tasks, device=device, root=root, verify=verify)
 
 
@@ -181,17 +219,20 @@ def acceptance_table(sizes: Sequence[str] = ("default", "large")):
     """The acceptance checks each built zoo's manifest records (test split, hyperparameters chosen on validation),
     one column per built size, and, when both sizes are built, whether the larger one merges better (task
     arithmetic and weight averaging higher, gap to Individual smaller). A pandas DataFrame: one row per check,
-    columns ``target`` and ``<size>`` (value, then "met" / "MISSED")."""
+    columns ``target`` and ``<size>`` (value, then "met" / "MISSED"); the replicates of a size (experts fine-tuned
+    with other seeds, :func:`replicate_roots`) follow as ``<size>-r<k>``."""
     import pandas as pd
 
     from .zoo import default_root, read_manifest
 
-    res = {}
+    res, reps = {}, {}
     for size in sizes:
         if (default_root(size) / "manifest.json").exists():
             res[size] = read_manifest(default_root(size), size)["results"]
+            for k, root in enumerate(replicate_roots(size)[1:], start=1):
+                reps[f"{size}-r{k}"] = read_manifest(root, size)["results"]
     rows: Dict[str, dict] = {}
-    for size, r in res.items():
+    for size, r in {**res, **reps}.items():
         for name, chk in r["acceptance"].items():
             row = rows.setdefault(name, {"target": chk["target"]})
             row[size] = f"{chk['value']:.2f} {'met' if chk['met'] else 'MISSED'}"
@@ -211,7 +252,7 @@ def acceptance_table(sizes: Sequence[str] = ("default", "large")):
         }
         for name, (target, value) in cross.items():
             rows[name] = {"target": target, big: f"{value:.2f} {'met' if value > 0 else 'MISSED'}"}
-    return pd.DataFrame(rows).T.reindex(columns=["target", *res]).fillna("")
+    return pd.DataFrame(rows).T.reindex(columns=["target", *res, *reps]).fillna("")
 
 
 __all__ = [
@@ -222,6 +263,7 @@ __all__ = [
     "example_grid",
     "task_info",
     "acceptance_table",
+    "replicate_roots",
     "TASK_NAMES",
     "PrototypeHead",
     "ZooError",

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from ...core.errors import ZooError
-from .._io import atomic_path
+from ...core.io import atomic_path
 from . import data as D
 from .model import PrototypeHead
 

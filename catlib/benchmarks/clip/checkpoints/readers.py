@@ -31,7 +31,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from ..._io import atomic_path, atomic_write_text
+from ....core.io import atomic_path, atomic_write_text
 from ....core.errors import (
     ArchitectureMismatchError,
     CheckpointError,

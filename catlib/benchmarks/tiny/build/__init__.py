@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ....core.progress import progress
-from ..._io import atomic_path, atomic_write_text
+from ....core.io import atomic_path, atomic_write_text
 from .. import data as D
 from ..zoo import (
     FORMAT_VERSION,

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ....core.progress import progress
-from ..._io import atomic_path
+from ....core.io import atomic_path
 from .. import data as D
 from ..model import PrototypeHead, build_encoder, to_tensor
 from ..zoo import cache_dir, config_hash, load_state, read_manifest, task_data, verify_zoo

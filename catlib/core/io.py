@@ -1,6 +1,7 @@
-"""Atomic file writes: every file the benchmarks write goes through a unique temporary file in the target's folder,
-is fsynced and renamed over the target, so an interruption never leaves a truncated file where a good one was and
-concurrent writers of the same file (threads or processes) never collide; the last rename wins."""
+"""Atomic file writes: every file catlib writes (zoos, caches, results files, the book's pages) goes through a
+unique temporary file in the target's folder, is fsynced and renamed over the target, so an interruption never
+leaves a truncated file where a good one was and concurrent writers of the same file (threads or processes) never
+collide; the last rename wins."""
 
 from __future__ import annotations
 
