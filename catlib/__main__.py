@@ -123,6 +123,14 @@ def _benchmark_options() -> argparse.ArgumentParser:
         help="allow unpickling checkpoints that hold whole pickled models (torch.save or pickle.dump of a module, "
         "TorchScript archives); runs code the files name, so only for files from a trusted source",
     )
+    real.add_argument(
+        "--quick-gelu",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the towers' MLP activation: QuickGELU (OpenAI CLIP weights: the default of vit-b-32, vit-b-16, "
+        "vit-l-14) or, with --no-quick-gelu, GELU (most other open_clip weights); --benchmark openclip defaults to "
+        "the model config's choice (the *-quickgelu configs), else GELU. A file that says otherwise is refused",
+    )
     real.add_argument("--openclip-weights", default=None, help="open_clip pretrained weight file (text tower)")
     real.add_argument("--cache-dir", default=None)
     return p
@@ -177,7 +185,7 @@ def _benchmark_kwargs(a) -> Dict[str, Any]:
             kw["batch_size"] = a.batch_size
         if a.no_amp:
             kw["amp"] = False
-        for name in ("layout", "openclip_weights", "cache_dir", "model_name"):
+        for name in ("layout", "openclip_weights", "cache_dir", "model_name", "quick_gelu"):
             if getattr(a, name) is not None:
                 kw[name] = getattr(a, name)
     elif a.benchmark.startswith("tiny") and a.checkpoint_root:  # a tiny zoo folder, as the notebooks take it

@@ -49,6 +49,12 @@ VARIANTS = {
         },
         "requires": "large",  # a tiny zoo size (data/tiny/<size>/manifest.json, or $CATLIB_TINY_ROOT/<size>)
         "title": "Table 2: eight tasks, the larger encoder",
+        "lead": (
+            "The paper's Table 2 repeats Table 1 with CLIP ViT-L/14: the same eight tasks and methods, a larger "
+            "encoder, and every method closer to its experts. This page runs the same protocol on `tiny-large`, the "
+            "wider and deeper tiny encoder that stands in for ViT-L/14 (its own three replicate zoos, its own "
+            "grids and figures), beside the paper's Table 2. [Table 1](01_table1.ipynb) is the small encoder."
+        ),
         "stub": (
             "The paper's Table 2 repeats Table 1 with CLIP ViT-L/14. In this book it is the same notebook as "
             '[Table 1](01_table1.ipynb), executed by papermill with `benchmark="tiny-large"` (a wider and '
@@ -91,12 +97,15 @@ def sha_files(paths) -> str:
     return h.hexdigest()
 
 
+VERDICTS_TAG = "verdicts"  # the markdown cell build_book writes at the top of a page from the claims (not an input)
+
+
 def source_cells(path: Path) -> list:
     nb = json.loads(path.read_text())
     out = []
     for c in nb["cells"]:
         tags = c.get("metadata", {}).get("tags", [])
-        if "injected-parameters" in tags:
+        if "injected-parameters" in tags or VERDICTS_TAG in tags:
             continue
         src = c["source"] if isinstance(c["source"], str) else "".join(c["source"])
         out.append([c["cell_type"], src, sorted(tags)])
@@ -243,7 +252,14 @@ def retitle(path: Path, v: dict) -> None:
     rest = lines[1:] if lines and lines[0].startswith("# ") else lines
     while rest and not rest[0].strip():
         rest.pop(0)
-    first.source = "\n".join([f"# {v['title']}", "", note, ""] + rest)
+    head = [f"# {v['title']}", ""]
+    if v.get("lead"):  # the variant's own first paragraph in place of the source's
+        end = next((i for i, line in enumerate(rest) if not line.strip()), len(rest))
+        rest = rest[end:]
+        head += [v["lead"], ""]
+    while rest and not rest[0].strip():
+        rest.pop(0)
+    first.source = "\n".join(head + [note, ""] + rest)
     nbformat.write(nb, path)
 
 
@@ -308,14 +324,40 @@ def update_intro() -> None:
     """Write the claims' bottom line (computed from notebooks/results, as the claims page does) into the block of
     book/intro.md reserved for it (atomically)."""
     from catlib.core.io import atomic_write_text
-    from catlib.report.paper_claims import bottom_line_markdown, claims, with_bottom_line
+    from catlib.report.paper_claims import bottom_line_block, claims, with_bottom_line
 
     intro = REPO / "book" / "intro.md"
     text = intro.read_text()
-    new = with_bottom_line(text, bottom_line_markdown(claims()))
+    new = with_bottom_line(text, bottom_line_block(claims()))
     if new != text:
         atomic_write_text(intro, new)
         log("book/intro.md: bottom line updated from notebooks/results")
+
+
+def update_page_verdicts() -> None:
+    """Write each results page's verdicts (computed from notebooks/results, as the claims page does) into a
+    markdown cell tagged "verdicts" after the page's first cell; the cell is not one of the notebook's inputs, so
+    writing it never makes the notebook due again."""
+    import nbformat
+
+    from catlib.core.io import atomic_write_text
+    from catlib.report.paper_claims import claims, page_verdicts
+
+    rows = claims()
+    for path in sorted(NB_DIR.glob("[0-9][0-9]_*.ipynb")):
+        text = page_verdicts(rows, path.stem)
+        nb = nbformat.read(path, as_version=4)
+        at = [i for i, c in enumerate(nb.cells) if VERDICTS_TAG in c.get("metadata", {}).get("tags", [])]
+        old = nb.cells[at[0]].source if at else None
+        if text == old:
+            continue
+        for i in reversed(at):
+            del nb.cells[i]
+        if text is not None:
+            cell = nbformat.v4.new_markdown_cell(text, metadata={"tags": [VERDICTS_TAG]})
+            nb.cells.insert(1, cell)
+        atomic_write_text(path, nbformat.writes(nb) + "\n")
+        log(f"{path.name}: verdicts updated from notebooks/results")
 
 
 def main(argv=None) -> int:
@@ -419,6 +461,7 @@ def main(argv=None) -> int:
             n = result_cache.pack(result_cache.ResultCache().dir)
             log(f"{n} results of this code packed into {result_cache.BUNDLE.relative_to(REPO)}")
         update_intro()
+        update_page_verdicts()
     if failures and not args.keep_going:
         return 1
     if not args.no_build:

@@ -284,7 +284,7 @@ def finetuned_clips(
 
 def _write_config(root: Path, config: Dict) -> None:
     root.mkdir(parents=True, exist_ok=True)
-    (root / "open_clip_config.json").write_text(json.dumps({"model_cfg": config}, indent=2))
+    (root / "open_clip_config.json").write_text(json.dumps({"model_cfg": {**config, "quick_gelu": True}}, indent=2))
 
 
 def write_task_vectors_layout(
@@ -419,7 +419,7 @@ def make_standin_roots(
         data_root=str(data_root),
         model_name=model_name,
         tasks=tasks,
-        model_config=copy.deepcopy(config),
+        model_config={**copy.deepcopy(config), "quick_gelu": True},
         pickle_root=str(pick),
         hf_root=str(hf),
         openclip_weights=str(ocw),

@@ -142,3 +142,35 @@ def test_nothing_readers_get_cites_this_machine_or_the_developers_notes():
     marks = [str(repo), "/work/", "/home/", "/root/", "/Users/", "../shared"]
     bad = [(str(f.relative_to(repo)), m) for f in files for m in marks if m in f.read_text()]
     assert not bad, bad
+
+
+def test_code_is_folded_and_the_parameters_shown():
+    """The book shows a page's parameters cell and folds every other code cell (Jupyter Book's ``hide-input``
+    tag: the reader sees the outputs, the code one click away); every results notebook checks its papermill
+    parameters through ``R.setup()``."""
+    bad, unchecked = [], []
+    for nb_path in sorted(NOTEBOOKS.glob("*.ipynb")):
+        nb = json.loads(nb_path.read_text())
+        for i, c in enumerate(nb["cells"]):
+            tags = c.get("metadata", {}).get("tags", [])
+            if c["cell_type"] != "code" or {"parameters", "injected-parameters"} & set(tags):
+                continue
+            if "hide-input" not in tags:
+                bad.append(f"{nb_path.name} cell {i}")
+        if not any("R.setup(" in "".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"):
+            unchecked.append(nb_path.name)
+    assert not bad, f"code cells without the hide-input tag: {bad}"
+    assert not unchecked, f"notebooks that never call R.setup(): {unchecked}"
+
+
+def test_every_registered_method_has_a_reference():
+    """book/references.md has a row naming each method of catlib's registry (and no name the registry lacks)."""
+    import re
+
+    import catlib
+
+    repo = Path(__file__).resolve().parents[1]
+    rows = [line for line in (repo / "book" / "references.md").read_text().splitlines() if line.startswith("| `")]
+    named = {n for line in rows for n in re.findall(r"`(\w+)`", line.split("|")[1])}
+    registry = set(catlib.methods())
+    assert named == registry, (sorted(registry - named), sorted(named - registry))

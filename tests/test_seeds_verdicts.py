@@ -151,8 +151,11 @@ def test_claims_use_per_seed_effects(tmp_path, monkeypatch):
     assert rows["exemplars_beat_ta"]["verdict"] == "inconclusive"  # not run
     bl = PC.bottom_line(PC.claims())
     assert bl.loc["CAT has the best average accuracy among merging methods", "verdict (tiny)"] == "not reproduced"
-    assert (bl["verdict (tiny-large)"] == "not run").all()
-    md = PC.bottom_line_markdown(PC.claims())
+    assert (bl["verdict (tiny-large)"] == "–").all() and (bl["ours (tiny-large)"] == "–").all()
+    md = PC.bottom_line_markdown(PC.claims(), pages="../notebooks/")
+    assert "[Table 1](../notebooks/01_table1.ipynb)" in md and "**–**" not in md
+    summary = PC.bottom_line_summary(PC.claims())
+    assert "on `tiny`, " in summary and "is **not reproduced** on `tiny`" in summary
     text = f"intro\n{PC.INTRO_START}\nold\n{PC.INTRO_END}\nrest"
     new = PC.with_bottom_line(text, md)
     assert "old" not in new and "**not reproduced**" in new and new.endswith("rest")
@@ -165,7 +168,7 @@ def test_the_intro_shows_the_bottom_line_of_the_committed_results():
     from catlib.report.notebook import REPO
 
     text = (REPO / "book" / "intro.md").read_text()
-    assert PC.with_bottom_line(text, PC.bottom_line_markdown(PC.claims())) == text
+    assert PC.with_bottom_line(text, PC.bottom_line_block(PC.claims())) == text
 
 
 def test_balance_over_seeds_leaves_unmeasured_spread_empty():
@@ -177,3 +180,19 @@ def test_balance_over_seeds_leaves_unmeasured_spread_empty():
     df = R.balance_table(ind, {"task_arithmetic": ta, "cat": cat})
     assert df.loc["Task Arithmetic", "ours"] == pytest.approx(5.0) and math.isnan(df.loc["Task Arithmetic", "± std"])
     assert df.loc["CAT Merging", "± std"] > 0
+
+
+def test_every_page_shows_the_verdicts_of_the_committed_results():
+    """The "verdicts" cell at the top of each results page is what build_book writes from notebooks/results."""
+    import json
+
+    from catlib.report.notebook import REPO
+
+    rows = PC.claims()
+    for path in sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        cells = json.loads(path.read_text())["cells"]
+        shown = ["".join(c["source"]) for c in cells if "verdicts" in c.get("metadata", {}).get("tags", [])]
+        want = PC.page_verdicts(rows, path.stem)
+        assert shown == ([want] if want else []), path.name
+        if want:
+            assert "verdicts" in cells[1].get("metadata", {}).get("tags", []), f"{path.name}: not at the top"

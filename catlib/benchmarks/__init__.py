@@ -7,7 +7,7 @@ Each entry maps a name to a loader ``f(**kwargs) -> Benchmark``. Loaders import 
 from __future__ import annotations
 
 import importlib
-from typing import Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..core.errors import UnknownBenchmarkError
 from .base import Benchmark, SPLITS, StateDict
@@ -34,13 +34,62 @@ def benchmark_names() -> List[str]:
     return sorted(_BENCHMARKS)
 
 
+def check_tasks(tasks: Any, what: str = "tasks") -> Optional[List[str]]:
+    """``tasks`` as a list of distinct task names, or None (every task). A string, an empty list, a repeated name
+    or a non-string entry is a ValueError naming ``what`` and the fix (a string would otherwise be read letter by
+    letter)."""
+    if tasks is None:
+        return None
+    if isinstance(tasks, (str, bytes)):
+        raise ValueError(f"{what} must be a list of task names, got the string {tasks!r}; pass [{tasks!r}]")
+    if not isinstance(tasks, Sequence) and not isinstance(tasks, (set, frozenset, tuple)):
+        raise ValueError(f"{what} must be a list of task names, got {type(tasks).__name__}")
+    tasks = list(tasks)
+    if not tasks:
+        raise ValueError(f"{what} is an empty list; pass None (every task) or at least one task name")
+    bad = [t for t in tasks if not isinstance(t, str)]
+    if bad:
+        raise ValueError(f"{what} must hold task names (strings), got {bad!r}")
+    dup = sorted({t for t in tasks if tasks.count(t) > 1})
+    if dup:
+        raise ValueError(f"{what} names {dup} more than once; give each task once")
+    return tasks
+
+
+def check_batch_size(batch_size: Any) -> Optional[int]:
+    """``batch_size`` as a whole number ≥ 1, or None (the benchmark's default); 0, a negative number, a fraction
+    or a boolean is a ValueError (0 is a mistake, not "the default")."""
+    if batch_size is None:
+        return None
+    whole = isinstance(batch_size, int) or (isinstance(batch_size, float) and batch_size.is_integer())
+    if isinstance(batch_size, bool) or not whole or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number ≥ 1 (None: the benchmark's default), got {batch_size!r}")
+    return int(batch_size)
+
+
 def load_benchmark(name: str, **kwargs) -> Benchmark:
-    """Load a benchmark by name. Keyword arguments go to that benchmark's loader (``tasks``, ``device``, ...)."""
+    """Load a benchmark by name. Keyword arguments go to that benchmark's loader (``tasks``, ``device``, ...);
+    ``tasks`` (a list of distinct names) and ``batch_size`` (≥ 1) are checked here for every benchmark."""
     if name not in _BENCHMARKS:
         raise UnknownBenchmarkError(f"unknown benchmark {name!r}; available: {benchmark_names()}")
+    if "tasks" in kwargs:
+        kwargs["tasks"] = check_tasks(kwargs["tasks"])
+    batch_size = check_batch_size(kwargs.pop("batch_size", None))
     module_name, func_name = _BENCHMARKS[name].split(":")
     loader: Callable[..., Benchmark] = getattr(importlib.import_module(module_name), func_name)
-    return loader(**kwargs)
+    bench = loader(**kwargs)
+    if batch_size is not None:  # the default of bench.loader() and catlib.evaluate, on every benchmark
+        bench.batch_size = batch_size
+    return bench
 
 
-__all__ = ["Benchmark", "SPLITS", "StateDict", "NEEDS_ROOTS", "load_benchmark", "benchmark_names"]
+__all__ = [
+    "Benchmark",
+    "SPLITS",
+    "StateDict",
+    "NEEDS_ROOTS",
+    "load_benchmark",
+    "benchmark_names",
+    "check_tasks",
+    "check_batch_size",
+]

@@ -45,7 +45,15 @@ from .legacy import (
     tune_over_seeds,
 )
 from .names import ANALOGUE, DISPLAY, ORDER, PAPER_TASK, REFERENCE, task_label  # noqa: F401
-from .paper_claims import bottom_line, bottom_line_markdown, claims, claims_markdown  # noqa: F401
+from .paper_claims import (  # noqa: F401
+    bottom_line,
+    bottom_line_block,
+    bottom_line_markdown,
+    bottom_line_summary,
+    claims,
+    claims_markdown,
+    page_verdicts,
+)
 from .verdicts import MARGIN, WORDS, Effect, effect, effect_between, rule_text, verdict  # noqa: F401
 from .premise_pages import (  # noqa: F401
     CLIP_LIKE,
@@ -57,7 +65,7 @@ from .premise_pages import (  # noqa: F401
     summary_table,
 )
 from .plots import average_bars, category_plot, heatmap, line_plot  # noqa: F401
-from .results import load_results, results_dir, save_results  # noqa: F401
+from .results import DASH, load_results, results_dir, save_figure, save_results, show_table  # noqa: F401
 from .notebook import PAPER_DIR, REPO, load, seeds, session, setup  # noqa: F401
 from .tables import (
     alpha_robustness,

@@ -3,13 +3,14 @@ style) and :func:`load` (a benchmark from a notebook's parameters), :func:`seeds
 
 from __future__ import annotations
 
+import ast
 import os
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import torch
 
-from ..benchmarks import NEEDS_ROOTS, load_benchmark
+from ..benchmarks import NEEDS_ROOTS, check_batch_size, check_tasks, load_benchmark
 from ..benchmarks.base import Benchmark
 from ..protocol.cache import REPO
 
@@ -17,10 +18,105 @@ from ..protocol.cache import REPO
 PAPER_DIR = REPO / "data" / "paper"
 
 
+def _scalar(text: str) -> Any:
+    """A list item papermill left as text: an int or float where it reads as one, else the text."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def as_list(value: Any, name: str, cast: Callable[[str], Any] = _scalar) -> Any:
+    """A papermill string where a list is meant (``-p tasks scenes,vehicles`` or ``-p tasks "['scenes']"``) as the
+    list it names (a Python list literal, or items split on commas, stripped and passed through ``cast``: by default
+    numbers become numbers); anything else unchanged. Without this a string would be read
+    letter by letter."""
+    if not isinstance(value, str):
+        return value
+    if value.strip().startswith("["):  # -p tasks "['scenes', 'vehicles']"
+        try:
+            value = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            raise ValueError(f"{name}: cannot read {value!r} as a list") from None
+        return list(value) if isinstance(value, (list, tuple)) else value
+    try:
+        return [cast(v.strip()) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{name}: cannot read {value!r} as a comma-separated list") from None
+
+
+_PARAMETER_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict}
+
+
+def declared_parameters(source: str) -> Dict[str, Optional[type]]:
+    """Name → declared type (None when not annotated with a plain type) of the assignments in a parameters cell's
+    ``source`` (``benchmark: str = "tiny"``, ``alpha = 0.3``)."""
+    out: Dict[str, Optional[type]] = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            ann = node.annotation.id if isinstance(node.annotation, ast.Name) else None
+            out[node.target.id] = _PARAMETER_TYPES.get(ann)
+        elif isinstance(node, ast.Assign):
+            for t in node.targets:
+                if isinstance(t, ast.Name):
+                    out[t.id] = None
+    return out
+
+
+def check_parameters(namespace: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Check the parameters papermill injected into a running notebook against its parameters cell; return the
+    injected ones (after conversion). Papermill itself only warns about a name the notebook does not declare, so a
+    misspelt ``-p seed 3`` (for ``seeds``) would silently run the defaults: here it is a ValueError listing the
+    notebook's parameters. A value of the wrong type is a ValueError naming the parameter and its type; a string
+    given for a ``list`` parameter (``-p tasks scenes,vehicles``) is split on commas in the namespace (see
+    :func:`as_list`) and a single number becomes a one-item list (``-p seeds 0``); an int for a float parameter is
+    accepted. ``namespace``: the kernel's user namespace (default:
+    IPython's); outside IPython, or when papermill injected nothing, it does nothing."""
+    if namespace is None:
+        try:
+            namespace = get_ipython().user_ns  # type: ignore[name-defined]  # noqa: F821
+        except NameError:
+            return {}
+    cells = [c for c in namespace.get("In", []) if isinstance(c, str)]
+    at = next((i for i, c in enumerate(cells) if c.lstrip().startswith("# Parameters")), None)
+    if at is None or at == 0:
+        return {}
+    declared = declared_parameters(cells[at - 1])
+    injected = list(declared_parameters(cells[at]))
+    unknown = [n for n in injected if n not in declared]
+    if unknown:
+        raise ValueError(
+            f"unknown notebook parameter(s) {unknown}; this notebook's parameters are {sorted(declared)} "
+            "(papermill -p NAME VALUE; see the parameters cell)"
+        )
+    out = {}
+    for name in injected:
+        want, value = declared[name], namespace.get(name)
+        if want is list:
+            value = as_list(value, name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):  # -p seeds 0: one item
+                value = [value]
+            namespace[name] = value
+        if value is not None and want is not None:
+            ok = isinstance(value, want) and not (want in (int, float) and isinstance(value, bool))
+            ok = ok or (want is float and isinstance(value, int) and not isinstance(value, bool))
+            if not ok:
+                raise ValueError(
+                    f"notebook parameter {name} must be a {want.__name__} (or None where its default is None), "
+                    f"got {type(value).__name__} {value!r}"
+                )
+        out[name] = value
+    return out
+
+
 def setup(threads: Optional[int] = None, progress: bool = False, seed: int = 0) -> None:
-    """Notebook defaults: ``threads`` torch threads (default: ``$CATLIB_THREADS``, else 1; one thread per process is
-    fastest on a shared machine), progress bars off (they would
-    change the stored outputs), deterministic torch seed, readable plots at book width, compact pandas tables."""
+    """Check the papermill parameters (:func:`check_parameters`), then set the notebook defaults: ``threads``
+    torch threads (default: ``$CATLIB_THREADS``, else 1; one thread per process is fastest on a shared machine),
+    progress bars off (they would change the stored outputs), deterministic torch seed, readable plots at book
+    width, compact pandas tables."""
+    check_parameters()
     threads = threads or int(os.environ.get("CATLIB_THREADS") or 1)
     torch.set_num_threads(int(threads))
     if not progress:
@@ -40,6 +136,7 @@ def setup(threads: Optional[int] = None, progress: bool = False, seed: int = 0) 
                 "axes.titlesize": 10,
                 "legend.fontsize": 8,
                 "legend.frameon": False,
+                "svg.hashsalt": "catlib",  # deterministic ids in saved SVG figures
             }
         )
     except ImportError:  # pragma: no cover
@@ -70,27 +167,24 @@ def load(
     book/reproduce_gpu.md). ``batch_size``: evaluation batch size (None: the benchmark's default). ``options``
     (the notebooks' ``benchmark_options``) and ``kwargs`` go to the benchmark's loader (``layout``,
     ``trust_pickle``, ``openclip_weights``, ``cache_dir``, ``amp``, ...)."""
-    tasks = list(tasks) if tasks else None
+    tasks = check_tasks(as_list(tasks, "tasks"))
+    batch_size = check_batch_size(batch_size)
+    if options is not None and not isinstance(options, Mapping):
+        raise ValueError(f"benchmark_options must be a dict of loader arguments, got {type(options).__name__}")
     kwargs = {**dict(options or {}), **kwargs}
+    if batch_size is not None:
+        kwargs["batch_size"] = batch_size
     if benchmark.startswith("tiny"):
         if checkpoint_root is not None:
             kwargs["root"] = Path(checkpoint_root)
-        bench = load_benchmark(benchmark, tasks=tasks, device=device, **kwargs)
-        if batch_size:
-            bench.batch_size = int(batch_size)
-        return bench
+        return load_benchmark(benchmark, tasks=tasks, device=device, **kwargs)
     if benchmark not in NEEDS_ROOTS:  # generated at load time (the controls)
-        bench = load_benchmark(benchmark, tasks=tasks, device=device, **kwargs)
-        if batch_size:
-            bench.batch_size = int(batch_size)
-        return bench
+        return load_benchmark(benchmark, tasks=tasks, device=device, **kwargs)
     if checkpoint_root is None or data_root is None:
         raise ValueError(
             f"benchmark {benchmark!r} needs checkpoint_root= and data_root= (papermill: "
             f"-p checkpoint_root /path/to/ckpt -p data_root /path/to/data); see book/reproduce_gpu.md"
         )
-    if batch_size:
-        kwargs["batch_size"] = int(batch_size)
     return load_benchmark(
         benchmark, checkpoint_root=checkpoint_root, data_root=data_root, tasks=tasks, device=device, **kwargs
     )
@@ -114,7 +208,10 @@ def seeds(
     from ..protocol import Session
     from ..protocol.seeds import Seeds
 
-    seeds = [0] if seeds is None or len(seeds) == 0 else [int(s) for s in seeds]
+    seeds = as_list(seeds, "seeds", int)
+    seeds = [0] if seeds is None or len(seeds) == 0 else seeds
+    if any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
+        raise ValueError(f"seeds must be whole numbers, got {seeds!r}")
     if len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise ValueError(f"seeds must be distinct non-negative integers, got {seeds}")
     n = 1

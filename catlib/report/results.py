@@ -46,3 +46,52 @@ def load_results(name: str) -> Optional[Dict[str, Any]]:
     if not path.exists():
         return None
     return json.loads(path.read_text())
+
+
+DASH = "–"
+
+
+def _link_dir() -> str:
+    """Where a notebook page links its downloads: ``results/`` beside the notebook (the default results folder; a
+    run with another ``CATLIB_RESULTS_DIR`` writes there and prints the same links, so outputs do not depend on it)."""
+    return "results"
+
+
+def show_table(df, name: str, note: Optional[str] = None):
+    """Display ``df`` as a page's table, its missing values shown as "–" (with ``note``, the footnote saying why,
+    when there are any), and write it as ``<results>/tables/<name>.csv`` (atomically) with a download link under
+    it. Returns None (everything is displayed)."""
+    from IPython.display import Markdown, display
+
+    path = results_dir() / "tables" / f"{name}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, df.to_csv())
+    missing = bool(df.isna().to_numpy().any())
+    display(df.astype(object).where(df.notna(), DASH) if missing else df)
+    lines = []
+    if missing:
+        if not note:
+            raise ValueError(f"table {name!r} has missing values: say why (note=...)")
+        lines.append(f"{DASH} : {note}.")
+    lines.append(f"Download: [{name}.csv]({_link_dir()}/tables/{name}.csv)")
+    display(Markdown("  \n".join(lines)))
+
+
+def save_figure(fig, name: str) -> None:
+    """Write ``fig`` as ``<results>/figures/<name>.png`` and ``.svg`` (atomically, deterministic SVG ids and no
+    date, so a re-run writes the same bytes) and display download links to both."""
+    import io
+
+    from IPython.display import Markdown, display
+
+    from ..core.io import atomic_write_bytes
+
+    folder = results_dir() / "figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    for ext in ("png", "svg"):
+        buf = io.BytesIO()
+        meta = {"Date": None} if ext == "svg" else {"Software": None}
+        fig.savefig(buf, format=ext, bbox_inches="tight", metadata=meta)
+        atomic_write_bytes(folder / f"{name}.{ext}", buf.getvalue())
+    d = _link_dir()
+    display(Markdown(f"Download: [{name}.png]({d}/figures/{name}.png), [{name}.svg]({d}/figures/{name}.svg)"))

@@ -146,7 +146,7 @@ def load_openclip_benchmark(
     cache_dir: Optional[PathLike] = None,
     openclip_weights: Optional[PathLike] = None,
     model_config: Union[None, Mapping, PathLike] = None,
-    quick_gelu: bool = True,
+    quick_gelu: Optional[bool] = None,
     hf_name: Optional[str] = None,
     num_workers: Optional[int] = None,
     name: Optional[str] = None,
@@ -160,8 +160,10 @@ def load_openclip_benchmark(
     zero-shot heads built from the text tower (θ0's HF CLIPModel, a complete ``zeroshot.pt``, or
     ``openclip_weights``) and cached under ``cache_dir`` (default ``$CATLIB_CACHE/heads`` or
     ``~/.cache/catlib/heads``). Class names come from the dataset on disk for folder-based datasets (task_vectors'
-    rule) and from :mod:`catlib.benchmarks.clip.tasks` otherwise. ``quick_gelu`` must stay True for OpenAI CLIP
-    weights. ``num_workers``: DataLoader workers decoding images (default 0 on CPU, ``min(8, cpu_count)`` on CUDA).
+    rule) and from :mod:`catlib.benchmarks.clip.tasks` otherwise. ``quick_gelu``: the MLP activation, True for
+    OpenAI CLIP weights (the named benchmarks' default), False for GELU ones; None: the model config's
+    ``quick_gelu`` (open_clip's ``*-quickgelu`` configs), else False; a file that says otherwise is refused.
+    ``num_workers``: DataLoader workers decoding images (default 0 on CPU, ``min(8, cpu_count)`` on CUDA).
     ``batch_size`` is the default of :meth:`~OpenCLIPBenchmark.loader` and of ``catlib.evaluate``. ``amp``: fp16
     autocast during evaluation (default: on when the device is CUDA; merging and statistics stay fp32).
     """
@@ -217,7 +219,7 @@ def load_openclip_benchmark(
                 {t: TEMPLATES[t] for t in need},
                 cache_dir=_default_cache_dir() if cache_dir is None else cache_dir,
                 device=dev,
-                quick_gelu=quick_gelu,
+                quick_gelu=ckpt.quick_gelu,
             )
         )
     bench.heads = {t: heads[t].eval() for t in tasks}
@@ -236,6 +238,8 @@ def _named_loader(model_name: str, name: str, what: str):
     ``trust_pickle``, ``cache_dir``, ``openclip_weights``, ``num_workers``, ``hf_name``, ...)."""
 
     def load(checkpoint_root: PathLike, data_root: PathLike, **kwargs) -> OpenCLIPBenchmark:
+        if kwargs.get("quick_gelu") is None:
+            kwargs["quick_gelu"] = True  # the paper's checkpoints are fine-tuned from OpenAI's (QuickGELU) weights
         return load_openclip_benchmark(model_name, checkpoint_root, data_root, name=name, **kwargs)
 
     load.__name__ = "load_" + name.replace("-", "_")

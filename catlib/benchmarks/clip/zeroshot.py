@@ -70,13 +70,21 @@ def text_tower_hash(text: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def head_cache_key(model_name: str, text_hash: str, class_names: Sequence[str], templates: Sequence[str]) -> str:
+def head_cache_key(
+    model_name: str,
+    text_hash: str,
+    class_names: Sequence[str],
+    templates: Sequence[str],
+    quick_gelu: bool = True,
+) -> str:
+    """sha256 of everything a zero-shot head depends on (the text tower's activation included)."""
     payload = json.dumps(
         {
             "model": model_name,
             "text": text_hash,
             "classes": list(class_names),
             "templates": list(templates),
+            "quick_gelu": bool(quick_gelu),
             "version": 1,
         },
         sort_keys=True,
@@ -184,7 +192,7 @@ def zeroshot_heads(
     out: Dict[str, ZeroShotHead] = {}
     todo = {}
     for task, names in classes.items():
-        key = head_cache_key(model_name, th, names, templates[task])
+        key = head_cache_key(model_name, th, names, templates[task], quick_gelu)
         f = _cache_file(cache_dir, model_name, key) if cache_dir is not None else None
         head = load_cached_head(f, key, len(names)) if f is not None else None
         if head is not None:

@@ -186,13 +186,14 @@ def model_files(tasks: Sequence[str]) -> Dict[str, str]:
 
 
 def read_manifest(root: Path, size: str = "default") -> dict:
+    if Path(root).is_file():
+        raise ZooError(f"{root} is a file, not a tiny zoo folder: pass the folder that holds manifest.json")
     mpath = Path(root) / "manifest.json"
     if not mpath.exists():
         raise ZooError(
-            f"the tiny zoo '{size}' is not built: {mpath} does not exist. Build it with\n"
-            f"    python -m catlib.benchmarks.tiny.zoo build --size {size}\n"
-            f"(or python scripts/build_zoo.py --size {size}); about an hour on one CPU thread, "
-            f"or 40 minutes (large) with --threads 2 --jobs 2 on two cores."
+            f"the tiny zoo '{size}' is not built: {mpath} does not exist; build it with "
+            f"python -m catlib.benchmarks.tiny.zoo build --size {size} (about an hour on one CPU thread, "
+            f"or 40 minutes (large) with --threads 2 --jobs 2 on two cores)"
         )
     with open(mpath) as f:
         return json.load(f)

@@ -23,7 +23,10 @@ plus open_clip's own weight file (a full CLIP state dict; ``openclip_weights=``)
 text tower builds the zero-shot heads.
 
 OpenAI CLIP uses QuickGELU; ``open_clip.create_model("ViT-B-32")`` without the ``openai`` tag builds plain GELU. The
-keys are the same, the outputs are not, so every model here is built with ``quick_gelu=True`` unless told otherwise.
+keys are the same, the outputs are not. ``quick_gelu=None`` (the default here) takes the model config's
+``quick_gelu`` (open_clip's ``*-quickgelu`` configs set it; the named OpenAI benchmarks pass True); a file that
+says otherwise (an HF ``config.json``'s ``hidden_act``, a pickled module's activation) is an
+:class:`ArchitectureMismatchError` naming the switch (CLI ``--quick-gelu`` / ``--no-quick-gelu``).
 """
 
 from __future__ import annotations
@@ -38,7 +41,15 @@ from torch import nn
 
 from ....core.errors import ArchitectureMismatchError, CheckpointError, CheckpointNotFoundError, CorruptCheckpointError
 from .keymaps import StateDict
-from .readers import PathLike, _as_state_dict, check_finite, read_clip_parts, read_file, resolve_hf_dir
+from .readers import (
+    ClipParts,
+    PathLike,
+    _as_state_dict,
+    check_finite,
+    read_clip_parts,
+    read_file,
+    resolve_hf_dir,
+)
 
 # open_clip model name -> the HF repo name used by openai/ and tanganke/ (FusionBench).
 HF_MODEL_NAMES: Dict[str, str] = {
@@ -93,10 +104,15 @@ def resolve_model_config(
     return cfg
 
 
+def resolve_quick_gelu(quick_gelu: Optional[bool], cfg: Mapping[str, Any]) -> bool:
+    """``quick_gelu`` when given, else the model config's ``quick_gelu`` (False when it has none)."""
+    return bool(cfg.get("quick_gelu", False)) if quick_gelu is None else bool(quick_gelu)
+
+
 def build_openclip(
     model_name: str,
     model_config: Union[None, Mapping, PathLike] = None,
-    quick_gelu: bool = True,
+    quick_gelu: Optional[bool] = True,
     search_dirs: Sequence[PathLike] = (),
 ) -> nn.Module:
     """A randomly initialised fp32 open_clip ``CLIP`` (both towers) on CPU, in eval mode."""
@@ -104,7 +120,7 @@ def build_openclip(
 
     cfg = dict(resolve_model_config(model_name, model_config, search_dirs))
     cfg.pop("custom_text", None)
-    cfg["quick_gelu"] = bool(quick_gelu) or bool(cfg.get("quick_gelu", False))
+    cfg["quick_gelu"] = resolve_quick_gelu(quick_gelu, cfg)
     if "hf_model_name" in cfg.get("text_cfg", {}) or "timm_model_name" in cfg.get("vision_cfg", {}):
         raise ArchitectureMismatchError(f"{model_name!r}: only open_clip's own ViT/text towers are supported")
     return CLIP(**cfg).eval()
@@ -113,14 +129,14 @@ def build_openclip(
 def build_visual(
     model_name: str,
     model_config: Union[None, Mapping, PathLike] = None,
-    quick_gelu: bool = True,
+    quick_gelu: Optional[bool] = True,
     search_dirs: Sequence[PathLike] = (),
 ) -> nn.Module:
     """Only the vision tower (open_clip ``VisionTransformer``), without building the text tower."""
     from open_clip.model import CLIPVisionCfg, _build_vision_tower
 
     cfg = resolve_model_config(model_name, model_config, search_dirs)
-    qg = bool(quick_gelu) or bool(cfg.get("quick_gelu", False))
+    qg = resolve_quick_gelu(quick_gelu, cfg)
     return _build_vision_tower(cfg["embed_dim"], CLIPVisionCfg(**cfg["vision_cfg"]), quick_gelu=qg).eval()
 
 
@@ -168,9 +184,27 @@ def check_hf_config(model_dir: PathLike, model_cfg: Mapping[str, Any], quick_gel
     }
     for k, want in expected.items():
         if k in vc and vc[k] != want:
+            fix = f"; {_ACTIVATION_FIX}" if k == "hidden_act" else ""
             raise ArchitectureMismatchError(
-                f"config.json has {k}={vc[k]!r}, the open_clip architecture needs {want!r}", path=f, key=k
+                f"config.json has {k}={vc[k]!r}, the open_clip architecture needs {want!r}{fix}", path=f, key=k
             )
+
+
+_ACTIVATION_FIX = (
+    "OpenAI CLIP weights use QuickGELU, most other open_clip weights GELU: load with --quick-gelu or "
+    "--no-quick-gelu to match the file (Python: quick_gelu=True / False)"
+)
+
+
+def check_activation(parts: ClipParts, quick_gelu: bool) -> None:
+    """A file that held a whole pickled model says which activation it was trained with: refuse a mismatch."""
+    want = "quick_gelu" if quick_gelu else "gelu"
+    if parts.activation is not None and parts.activation != want:
+        raise ArchitectureMismatchError(
+            f"the pickled model uses {parts.activation}, but the benchmark was loaded with quick_gelu={quick_gelu}; "
+            + _ACTIVATION_FIX,
+            path=parts.path,
+        )
 
 
 def hf_vision_config(model_cfg: Mapping[str, Any], quick_gelu: bool = True) -> Dict[str, Any]:
@@ -260,7 +294,7 @@ def load_checkpoints(
     trust_pickle: bool = False,
     openclip_weights: Optional[PathLike] = None,
     model_config: Union[None, Mapping, PathLike] = None,
-    quick_gelu: bool = True,
+    quick_gelu: Optional[bool] = None,
     hf_name: Optional[str] = None,
 ) -> Checkpoints:
     """Load θ0, the fine-tuned visual towers of ``tasks`` and whatever head sources exist.
@@ -281,13 +315,20 @@ def load_checkpoints(
         raise ValueError(f"layout must be 'task_vectors', 'hf' or 'auto', got {layout!r}")
     search = [root, root / model_name]
     cfg = resolve_model_config(model_name, model_config, search)
+    quick_gelu = resolve_quick_gelu(quick_gelu, cfg)
     shapes = visual_shapes(model_name, cfg)
     tshapes = text_shapes(model_name, cfg)
+
+    def read_parts(path: PathLike, proj: Optional[torch.Tensor] = None) -> ClipParts:
+        parts = read_clip_parts(path, shapes, tshapes, trust_pickle=trust_pickle, proj=proj)
+        check_activation(parts, quick_gelu)
+        return parts
+
     sources: Dict[str, str] = {}
     text: Optional[StateDict] = None
     pretrained: Optional[StateDict] = None
     if openclip_weights is not None:
-        parts = read_clip_parts(openclip_weights, shapes, tshapes, trust_pickle=trust_pickle)
+        parts = read_parts(openclip_weights)
         if parts.text is None:
             raise CheckpointError("open_clip weight file has no complete text tower", path=openclip_weights)
         text, pretrained = parts.text, parts.visual
@@ -303,7 +344,7 @@ def load_checkpoints(
             )
         z = _first_existing([mdir / "zeroshot.pt", mdir / "nonlinear_zeroshot.pt"])
         if z is not None:
-            parts = read_clip_parts(z, shapes, tshapes, trust_pickle=trust_pickle)
+            parts = read_parts(z)
             pretrained = parts.visual
             text = text if text is not None else parts.text
             sources["pretrained"] = parts.path
@@ -314,7 +355,7 @@ def load_checkpoints(
             f = _first_existing(cands)
             if f is None:
                 raise CheckpointNotFoundError(f"fine-tuned checkpoint of task {t!r} not found", path=cands[0])
-            finetuned[t] = read_clip_parts(f, shapes, tshapes, trust_pickle=trust_pickle).visual
+            finetuned[t] = read_parts(f).visual
             sources[t] = str(f)
             h = _first_existing([mdir / f"head_{t}.pt", mdir / f"head_{t}Val.pt"])
             if h is not None:
@@ -336,7 +377,7 @@ def load_checkpoints(
 
         d0 = hf_dir("openai", hn)
         check_hf_config(d0, cfg, quick_gelu)
-        parts = read_clip_parts(d0, shapes, tshapes, trust_pickle=trust_pickle)
+        parts = read_parts(d0)
         pretrained = parts.visual
         text = text if text is not None else parts.text
         sources["pretrained"] = parts.path
@@ -344,7 +385,7 @@ def load_checkpoints(
             suffix = HF_TASK_NAMES.get(t, t.lower())
             d = hf_dir("tanganke", f"{hn}_{suffix}")
             check_hf_config(d, cfg, quick_gelu)
-            ft = read_clip_parts(d, shapes, tshapes, trust_pickle=trust_pickle, proj=pretrained["proj"])
+            ft = read_parts(d, proj=pretrained["proj"])
             finetuned[t] = ft.visual
             sources[t] = ft.path
     assert pretrained is not None

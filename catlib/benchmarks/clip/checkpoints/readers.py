@@ -356,6 +356,18 @@ class ClipParts:
     visual: StateDict
     text: Optional[StateDict]
     path: str
+    activation: Optional[str] = None  # "quick_gelu" / "gelu" when the file held a whole module, else unknown
+
+
+def module_activation(obj: Any) -> Optional[str]:
+    """The MLP activation of a pickled model (``"quick_gelu"`` for open_clip's ``QuickGELU``, ``"gelu"`` for
+    ``nn.GELU``), or None for a state dict (whose weights do not say which activation they were trained with)."""
+    if not isinstance(obj, nn.Module):
+        return None
+    names = {type(m).__name__ for m in obj.modules()}
+    if "QuickGELU" in names:
+        return "quick_gelu"
+    return "gelu" if "GELU" in names else None
 
 
 def read_clip_parts(
@@ -374,7 +386,9 @@ def read_clip_parts(
     p = Path(path)
     if p.is_dir():
         p = hf_weights_file(p)
-    sd = _as_state_dict(read_file(p, trust_pickle=trust_pickle), p)
+    obj = read_file(p, trust_pickle=trust_pickle)
+    activation = module_activation(obj)
+    sd = _as_state_dict(obj, p)
     text: Optional[StateDict] = None
     if _is_hf(sd):
         visual = hf_vision_to_openclip(sd, where=str(p))
@@ -407,7 +421,7 @@ def read_clip_parts(
             check_finite(text, p, "text tower")
         else:  # e.g. task_vectors' ImageEncoder(keep_lang=False) deletes the text transformer
             text = None
-    return ClipParts(visual, text, str(p))
+    return ClipParts(visual, text, str(p), activation)
 
 
 # ----------------------------------------------------------------------------------------------------------------
