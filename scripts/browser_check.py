@@ -6,7 +6,8 @@ Serves ``_build/html`` on localhost, drives Debian's Chromium through Selenium (
 ``/usr/bin/chromedriver``: ``scripts/setup_browser.sh`` installs them), and for every page of the table of contents
 checks that it renders: a title, no console error, every image loaded, every formula typeset by MathJax from the
 book's own files (nothing is fetched from another host), and no raw ``$...$`` TeX left in the text. On the first
-page it also checks that the verdicts are on the first screen. A screenshot of every page's first screen goes to
+page it also checks that the verdicts are on the first screen, and again with ``index.html`` opened from the disk
+(``file://``, no server), as a reader offline would. A screenshot of every page's first screen goes to
 ``--shots``. Exit 0 when every page passes, 1 with one line per problem otherwise.
 """
 
@@ -147,6 +148,22 @@ def check(html: Path, shots: Path) -> List[str]:
                 f"[browser] {page}: {got['images']} images, {got['typeset']} formulas typeset"
                 + (f"; {len(errors)} console errors" if errors else "")
             )
+        # as a reader opens it: index.html from the disk (file://, no server), which redirects to the first page
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        driver.get((html / "index.html").resolve().as_uri())
+        WebDriverWait(driver, 20).until(
+            lambda d: d.current_url.endswith(pages()[0]) and d.find_elements("css selector", "article table")
+        )
+        first = driver.execute_script(FIRST_SCREEN_JS)
+        if not first or first["top"] >= first["height"] or first["verdicts"] == 0:
+            problems.append(f"index.html opened from disk: the verdicts table is not on the first screen ({first})")
+        driver.save_screenshot(str(shots / "index_from_disk.png"))
+        driver.get((html / "book" / "method.html").resolve().as_uri())
+        got = driver.execute_async_script(CHECK_JS)
+        if got.get("error") or (got["math"] and got["typeset"] < got["math"]):
+            problems.append(f"book/method.html opened from disk: formulas not typeset ({got})")
+        print(f"[browser] index.html from disk: {first}; book/method.html from disk: {got.get('typeset')} formulas")
     finally:
         driver.quit()
         httpd.shutdown()
