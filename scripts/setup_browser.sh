@@ -8,8 +8,8 @@ if ! command -v apt-get >/dev/null 2>&1; then
        "or skip the browser check with CATLIB_SKIP_BROWSER=1"
   exit 1
 fi
-SUDO=""
-if [ "$(id -u)" != 0 ]; then SUDO="sudo -n"; fi
+SUDO="env DEBIAN_FRONTEND=noninteractive"
+if [ "$(id -u)" != 0 ]; then SUDO="sudo -n env DEBIAN_FRONTEND=noninteractive"; fi
 echo "[browser] installing Debian's chromium and chromium-driver (about a minute)"
 if ! $SUDO apt-get install -y -q chromium chromium-driver >/dev/null 2>&1; then
   $SUDO apt-get update -q >/dev/null 2>&1 || true
