@@ -322,6 +322,14 @@ CASES: List[Case] = [
     ),
     Case(
         "benchmark",
+        "tasks given as a set (no order)",
+        lambda _: catlib.load_benchmark("control", tasks={"task0", "task1"}),
+        OPEN,
+        match="set",
+        note="accepted in Python's hash order, which varies between runs; refuse in check_tasks (catlib/benchmarks)",
+    ),
+    Case(
+        "benchmark",
         "unknown task 'cifar'",
         lambda _: catlib.load_benchmark("tiny", tasks=["cifar"]),
         CLEAR,
