@@ -24,6 +24,7 @@ from catlib.report import notebook as N
         (["scenes", "scenes"], r"names \['scenes'\] more than once"),
         ([1, 2], "must hold task names"),
         (7, "must be a list of task names, got int"),
+        ({"task0", "task1"}, "got a set"),
     ],
 )
 def test_bad_task_lists_are_refused(tasks, match):

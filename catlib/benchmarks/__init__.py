@@ -35,14 +35,16 @@ def benchmark_names() -> List[str]:
 
 
 def check_tasks(tasks: Any, what: str = "tasks") -> Optional[List[str]]:
-    """``tasks`` as a list of distinct task names, or None (every task). A string, an empty list, a repeated name
-    or a non-string entry is a ValueError naming ``what`` and the fix (a string would otherwise be read letter by
-    letter)."""
+    """``tasks`` as a list of distinct task names, or None (every task). A string, a set (no order: the tasks'
+    order would change between runs), an empty list, a repeated name or a non-string entry is a ValueError naming
+    ``what`` and the fix (a string would otherwise be read letter by letter)."""
     if tasks is None:
         return None
     if isinstance(tasks, (str, bytes)):
         raise ValueError(f"{what} must be a list of task names, got the string {tasks!r}; pass [{tasks!r}]")
-    if not isinstance(tasks, Sequence) and not isinstance(tasks, (set, frozenset, tuple)):
+    if isinstance(tasks, (set, frozenset)):
+        raise ValueError(f"{what} must be a list of task names, got a set (it has no order); pass a list")
+    if not isinstance(tasks, Sequence):
         raise ValueError(f"{what} must be a list of task names, got {type(tasks).__name__}")
     tasks = list(tasks)
     if not tasks:

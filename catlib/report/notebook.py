@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import torch
 
-from ..benchmarks import NEEDS_ROOTS, check_batch_size, check_tasks, load_benchmark
+from ..benchmarks import NEEDS_ROOTS, load_benchmark
 from ..benchmarks.base import Benchmark
 from ..protocol.cache import REPO
 
@@ -167,8 +167,7 @@ def load(
     book/reproduce_gpu.md). ``batch_size``: evaluation batch size (None: the benchmark's default). ``options``
     (the notebooks' ``benchmark_options``) and ``kwargs`` go to the benchmark's loader (``layout``,
     ``trust_pickle``, ``openclip_weights``, ``cache_dir``, ``amp``, ...)."""
-    tasks = check_tasks(as_list(tasks, "tasks"))
-    batch_size = check_batch_size(batch_size)
+    tasks = as_list(tasks, "tasks")  # load_benchmark checks the list and the batch size
     if options is not None and not isinstance(options, Mapping):
         raise ValueError(f"benchmark_options must be a dict of loader arguments, got {type(options).__name__}")
     kwargs = {**dict(options or {}), **kwargs}
