@@ -113,7 +113,8 @@ def check(html: Path, shots: Path) -> List[str]:
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     driver.set_script_timeout(60)
     try:
-        for page in pages():
+        order = pages()  # the table of contents, read once
+        for page in order:
             if not (html / page).is_file():
                 problems.append(f"{page}: not built")
                 continue
@@ -139,7 +140,7 @@ def check(html: Path, shots: Path) -> List[str]:
                 problems.append(f"{page}: {got['math']} formulas, {got['typeset']} typeset by MathJax")
             if got["rawTex"]:
                 problems.append(f"{page}: formulas left as raw TeX: {got['rawTex']}")
-            if page == pages()[0]:
+            if page == order[0]:
                 first = driver.execute_script(FIRST_SCREEN_JS)
                 if not first or first["top"] >= first["height"] or first["verdicts"] == 0:
                     problems.append(f"{page}: the verdicts table is not on the first screen ({first})")
@@ -153,7 +154,7 @@ def check(html: Path, shots: Path) -> List[str]:
 
         driver.get((html / "index.html").resolve().as_uri())
         WebDriverWait(driver, 20).until(
-            lambda d: d.current_url.endswith(pages()[0]) and d.find_elements("css selector", "article table")
+            lambda d: d.current_url.endswith(order[0]) and d.find_elements("css selector", "article table")
         )
         first = driver.execute_script(FIRST_SCREEN_JS)
         if not first or first["top"] >= first["height"] or first["verdicts"] == 0:
