@@ -34,6 +34,19 @@ sys.path.insert(0, ROOT)
 HPARAMS = {"awd_ta": {"steps": 50}, "awd_ties": {"steps": 50}}  # AWD: fewer Adam steps than the default 300
 
 
+def machine() -> str:
+    """``"<date>, <CPU model>, <n> cores"``: where and when a stored measurement was made."""
+    import datetime
+
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"{datetime.date.today().isoformat()}, {cpu}, {os.cpu_count()} cores"
+
+
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -66,11 +79,20 @@ def reset_peak() -> None:
         pass
 
 
-def make_inputs(K: int, seed: int):
+def make_inputs(K: int, seed: int, width: int = None, layers: int = None):
+    """(visual tower, θ0, [K fine-tuned state dicts]): open_clip's ViT-B/32 visual tower with random weights, or with
+    ``width``/``layers`` a VisionTransformer of that size (patch 32, 224 px, heads = width / 64), and per task
+    θ0 + a rank-8 part + noise on every tensor."""
     import open_clip
 
     torch.manual_seed(seed)
-    visual = open_clip.create_model("ViT-B-32", pretrained=None).visual.eval()
+    if width is None and layers is None:
+        visual = open_clip.create_model("ViT-B-32", pretrained=None).visual.eval()
+    else:
+        from open_clip.transformer import VisionTransformer
+
+        w, L = width or 768, layers or 12
+        visual = VisionTransformer(224, 32, w, L, max(1, w // 64), 4.0, output_dim=512).eval()
     p = {k: v.detach().clone() for k, v in visual.state_dict().items()}
     g = torch.Generator().manual_seed(seed + 1)
     fts = []
@@ -105,23 +127,24 @@ def tensor_mb(obj, seen=None) -> float:
     return 0.0
 
 
-def child(method: str, K: int, n_ex: int, seed: int, device: str) -> dict:
+def child(method: str, K: int, n_ex: int, seed: int, device: str, width=None, layers=None, hparams=None) -> dict:
     import catlib
     from catlib.core.stats import collect_statistics
 
+    hparams = HPARAMS.get(method, {}) if hparams is None else hparams
     torch.manual_seed(seed)
     base = rss_mb()
-    visual, p, fts = make_inputs(K, seed)
+    visual, p, fts = make_inputs(K, seed, width, layers)
     inputs_mb = sum(v.numel() * v.element_size() for sd in [p] + fts for v in sd.values()) / 2**20
     spec = catlib.get_method(method)
-    needs = spec.needs_for(HPARAMS.get(method))
+    needs = spec.needs_for(hparams)
     stats, stats_s = None, 0.0
     if needs:
         g = torch.Generator().manual_seed(seed + 2)
         ex = [
             (torch.randn(n_ex, 3, 224, 224, generator=g), torch.randint(0, 10, (n_ex,), generator=g)) for _ in range(K)
         ]
-        heads = [torch.nn.Linear(512, 10) for _ in range(K)]
+        heads = [torch.nn.Linear(visual.output_dim, 10) for _ in range(K)]
         t = time.perf_counter()
         stats = collect_statistics(
             visual, p, fts, ex if spec.labelled else [e[0] for e in ex], needs=needs, heads=heads
@@ -129,13 +152,16 @@ def child(method: str, K: int, n_ex: int, seed: int, device: str) -> dict:
         stats_s = time.perf_counter() - t
     del visual
     reset_peak()
+    before = rss_mb()
     t = time.perf_counter()
-    out = catlib.merge(method, p, fts, stats=stats, **HPARAMS.get(method, {}))
+    out = catlib.merge(method, p, fts, stats=stats, **hparams)
     seconds = time.perf_counter() - t
     assert set(out) == set(p)
+    peak = peak_rss_mb()
     return {
         "seconds": seconds,
-        "peak_mb": peak_rss_mb() - base,
+        "peak_mb": peak - base,
+        "merge_alloc_mb": peak - before,  # what the merge itself allocates above its inputs and statistics
         "inputs_mb": inputs_mb,
         "stats_seconds": stats_s,
         "stats_mb": tensor_mb(stats) if stats is not None else 0.0,
@@ -174,6 +200,23 @@ def solver_check(seed: int) -> dict:
     return {"rel_objective_error": abs(best - got) / abs(best), "krylov_seconds": krylov_s, "eigh_seconds": eigh_s}
 
 
+def run_child(name: str, K: int, n_ex: int, seed: int, device: str, width=None, layers=None, hparams=None) -> dict:
+    """:func:`child` (or ``"__stats__"``/``"__solver__"``) in a fresh process, so that its peak RSS is its own."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", name, "--tasks", str(K), "--exemplars", str(n_ex)]
+    cmd += ["--seed", str(seed), "--device", device]
+    if width is not None:
+        cmd += ["--width", str(width)]
+    if layers is not None:
+        cmd += ["--layers", str(layers)]
+    if hparams is not None:
+        cmd += ["--hparams", json.dumps(hparams)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "CATLIB_PROGRESS": "0"})
+    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+    if proc.returncode or not line:
+        raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(line[-1][7:])
+
+
 def main(argv=None) -> None:
     import catlib
 
@@ -184,12 +227,16 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--width", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--layers", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--hparams", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
+        hp = json.loads(a.hparams) if a.hparams else None
         res = {
             "__stats__": lambda: stats_child(a.tasks, a.exemplars, a.seed),
             "__solver__": lambda: solver_check(a.seed),
-        }.get(a.child, lambda: child(a.child, a.tasks, a.exemplars, a.seed, a.device))()
+        }.get(a.child, lambda: child(a.child, a.tasks, a.exemplars, a.seed, a.device, a.width, a.layers, hp))()
         print("RESULT " + json.dumps(res))
         return
     names = a.methods or list(catlib.methods())
@@ -197,25 +244,7 @@ def main(argv=None) -> None:
         names = ["task_arithmetic"] + names
 
     def run(name: str) -> dict:
-        cmd = [
-            sys.executable,
-            os.path.abspath(__file__),
-            "--child",
-            name,
-            "--tasks",
-            str(a.tasks),
-            "--exemplars",
-            str(a.exemplars),
-            "--seed",
-            str(a.seed),
-            "--device",
-            a.device,
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "CATLIB_PROGRESS": "0"})
-        line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-        if proc.returncode or not line:
-            raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
-        return json.loads(line[-1][7:])
+        return run_child(name, a.tasks, a.exemplars, a.seed, a.device)
 
     print(
         f"ViT-B/32 visual tower, {a.tasks} task vectors, {a.exemplars} exemplars/task, torch "

@@ -21,6 +21,7 @@ import sys as _sys
 from . import _compat
 from .benchmarks import Benchmark, benchmark_names, load_benchmark
 from .benchmarks import evaluate as _evaluate_module
+from .benchmarks import metrics
 from .benchmarks.evaluate import average, evaluate
 from .core.errors import (
     CatlibError,
@@ -37,6 +38,8 @@ from .merge import AWDResult, disentangle, get_method, merge, methods
 _compat.install()
 # ``catlib.evaluate`` is the function; the module it came from keeps its old path for ``from catlib.evaluate import``
 _sys.modules.setdefault(__name__ + ".evaluate", _evaluate_module)
+# ``catlib.metrics``: the task metrics (GLUE, CIDEr-D, VQA accuracy) of catlib.benchmarks.metrics, importable by both
+_sys.modules.setdefault(__name__ + ".metrics", metrics)
 
 __version__ = "0.1.0"
 
@@ -58,6 +61,7 @@ __all__ = [
     "Benchmark",
     "evaluate",
     "average",
+    "metrics",
     "CatlibError",
     "HyperparameterError",
     "IncompatibleStateDictError",

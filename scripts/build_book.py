@@ -4,8 +4,9 @@ nbval and the book use them), re-running a notebook only when its inputs changed
 
 A notebook's inputs are hashed: its source cells (code, markdown, tags; outputs and injected parameters excluded),
 the parameters it runs with, catlib's sources (catlib/**/*.py), the manifest of the tiny zoo it runs on
-(data/tiny/<size>/manifest.json; every zoo's for 00_* and 99_*), the paper tables (data/paper/*.csv) and, for the
-claims notebook (99_*), the other notebooks' results files. The hash and the execution time are stored in
+(data/tiny/<size>/manifest.json; every zoo's for 00_* and 99_*), the paper tables (data/paper/*.csv), for the
+claims notebook (99_*) the other notebooks' results files and, for the cost page (10_*), the benchmarks' stored
+measurements (benchmarks/*.json). The hash and the execution time are stored in
 notebooks/.exec-cache.json. Merge/evaluation results are shared between notebooks through catlib.report's disk cache
 (.cache/report/), so a re-run after a text-only change is quick; after executing, the results computed by this code
 are packed into notebooks/.result-cache.jsonl.xz (scripts/result_cache.py), which nbval on a fresh clone reads.
@@ -134,6 +135,7 @@ def tiny_sizes() -> dict:
 READS_EVERY_ZOO = ("00_", "11_", "99_")  # the benchmark page (every zoo's acceptance checks), the premise page
 # (every benchmark's diagnostics) and the claims page
 READS_RESULTS = ("11_", "99_")  # pages that read other notebooks' results files (so they run after them)
+READS_BENCHMARKS = ("10_",)  # the cost page plots the stored measurements of benchmarks/*.py (benchmarks/*.json)
 NO_ZOO = ("12_",)  # pages on benchmarks generated at load time (the positive control): a lane of their own
 
 
@@ -161,6 +163,8 @@ def input_hash(name: str, src: Path, params: dict) -> str:
     }
     if name.startswith(READS_RESULTS):
         parts["results"] = sha_files((NB_DIR / "results").glob("*.json"))
+    if name.startswith(READS_BENCHMARKS):
+        parts["benchmarks"] = sha_files((REPO / "benchmarks").glob("*.json"))
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 

@@ -44,7 +44,7 @@ from .legacy import (
     tune,  # noqa: F401
     tune_over_seeds,
 )
-from .names import ANALOGUE, DISPLAY, ORDER, PAPER_TASK, REFERENCE, task_label  # noqa: F401
+from .names import ANALOGUE, DISPLAY, ORDER, PAPER_MODEL, PAPER_TASK, REFERENCE, task_label  # noqa: F401
 from .paper_claims import (  # noqa: F401
     bottom_line,
     bottom_line_block,
@@ -85,8 +85,17 @@ from .tables import (
     seed_summary,
     seeds_table,
     side_by_side,
+    per_task_side_by_side,
 )
-from .timing import time_merge  # noqa: F401
+from .timing import (  # noqa: F401
+    fusionbench_table,
+    growth_table,
+    load_benchmark_json,
+    per_step_cost,
+    scaling_plot,
+    steps_tradeoff,
+    time_merge,
+)
 from .tuning import (
     BOOK_ALPHAS,
     BOOK_SCALES,

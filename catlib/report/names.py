@@ -42,10 +42,13 @@ ANALOGUE = {
 }
 PAPER_TASK = {v: v for v in ANALOGUE.values()}
 
+# The paper's vision tables (data/paper/<name>.csv) and the model each one reports.
+PAPER_MODEL = {"table1_vit_b32": "CLIP ViT-B/32", "table2_vit_l14": "CLIP ViT-L/14", "table6_vit_b16": "CLIP ViT-B/16"}
+
 
 def task_label(task: str) -> str:
     """``"scenes (SUN397)"`` for tiny tasks, the name itself otherwise."""
     return f"{task} ({ANALOGUE[task]})" if task in ANALOGUE else task
 
 
-__all__ = ["ORDER", "DISPLAY", "REFERENCE", "ANALOGUE", "PAPER_TASK", "task_label"]
+__all__ = ["ORDER", "DISPLAY", "REFERENCE", "ANALOGUE", "PAPER_TASK", "PAPER_MODEL", "task_label"]

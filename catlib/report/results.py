@@ -37,7 +37,19 @@ def save_results(name: str, data: Mapping[str, Any], parameters: Optional[Mappin
         "results": _round_floats(jsonable(dict(data))),
     }
     atomic_write(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    _show_link(f"Raw results: [{name}.json]({_link_dir()}/{name}.json)")
     return path
+
+
+def _show_link(text: str) -> None:
+    """Display a Markdown download line when running in a notebook kernel (nothing elsewhere)."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+    except ImportError:
+        return
+    if get_ipython() is not None:
+        display(Markdown(text))
 
 
 def load_results(name: str) -> Optional[Dict[str, Any]]:

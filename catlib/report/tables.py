@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from ..benchmarks.evaluate import average
 from ..protocol.seeds import SeedResult, mean_std
-from .names import DISPLAY, REFERENCE
+from .names import ANALOGUE, DISPLAY, REFERENCE
 from .notebook import PAPER_DIR
 from .tuning import edge_choices
 
@@ -132,6 +132,31 @@ def side_by_side(
         merging = [n for n in names if n not in ref and not math.isnan(df.loc[n, f"{label} {col}"])]
         ranks = df.loc[merging, f"{label} {col}"].rank(ascending=False, method="min")
         df[f"{label} rank"] = ["-" if n not in merging else int(ranks[n]) for n in names]
+    return df.round(decimals)
+
+
+def per_task_side_by_side(ours, paper, decimals: int = 1, column_map: Optional[Mapping[str, str]] = None):
+    """Per task, ours beside the paper: three rows per method present in both tables (paper order), ``ours``,
+    ``paper`` and ``ours − paper``, under the paper's column names (a tiny task under the dataset it stands in for,
+    :data:`ANALOGUE`, e.g. ``"SUN397 (scenes)"``), plus ``avg``. ``ours``: :func:`ours_table`; ``paper``:
+    :func:`paper_table`; ``column_map``: more of our column names → the paper's (e.g. ``{"avg (seen)":
+    "avg_seen"}``). Columns the paper has and ours lacks (a task subset) are left out."""
+    import pandas as pd
+
+    cols = [c for c in ours.columns if c not in ("#best",)]
+    paper_col = {c: (column_map or {}).get(c, ANALOGUE.get(c, c)) for c in cols}
+    cols = [c for c in cols if paper_col[c] in paper.columns]
+    label = {c: c if paper_col[c] == c or c in (column_map or {}) else f"{paper_col[c]} ({c})" for c in cols}
+    names = [n for n in paper.index if n in ours.index]
+    rows = {}
+    for n in names:
+        o = [float(ours.loc[n, c]) for c in cols]
+        p = [float(paper.loc[n, paper_col[c]]) for c in cols]
+        rows[(n, "ours")] = o
+        rows[(n, "paper")] = p
+        rows[(n, "ours − paper")] = [a - b for a, b in zip(o, p)]
+    df = pd.DataFrame.from_dict(rows, orient="index", columns=[label[c] for c in cols])
+    df.index = pd.MultiIndex.from_tuples(df.index, names=["method", "row"])
     return df.round(decimals)
 
 

@@ -75,3 +75,143 @@ def time_merge(
         if best is None or r["total_s"] < best["total_s"]:
             best = r
     return {**best, "repeats_total_s": totals}
+
+
+def steps_tradeoff(
+    session: Session,
+    method: str,
+    hparams: Mapping[str, Any],
+    steps: Sequence[int],
+    n_exemplars: Optional[int] = None,
+    split: str = "test",
+) -> "Any":
+    """A method's step count (``steps``, WUDI's and AWD's Adam steps) against its merge time and accuracy: one row
+    per step count with ``merge_s`` (one timing, :func:`time_merge`), the average ``split`` accuracy (a cached run)
+    and its difference from the largest step count's. ``hparams``: the rest of the configuration (e.g. the one
+    chosen on validation)."""
+    import pandas as pd
+
+    from ..benchmarks.evaluate import average
+
+    S = as_session(session)
+    rows = []
+    for n in steps:
+        hp = {**hparams, "steps": int(n)}
+        t = time_merge(S, method, hp, n_exemplars=n_exemplars)
+        rows.append({"steps": int(n), "merge_s": t["merge_s"], "accuracy": average(S.run(method, hp, split=split))})
+    df = pd.DataFrame(rows).set_index("steps")
+    df["minus the most steps"] = df["accuracy"] - df["accuracy"].loc[max(steps)]
+    return df
+
+
+def per_step_cost(df) -> Dict[str, float]:
+    """Least-squares ``merge_s ≈ setup_s + per_step_s · steps`` over :func:`steps_tradeoff`'s rows."""
+    import numpy as np
+
+    x, y = df.index.to_numpy(float), df["merge_s"].to_numpy(float)
+    slope, intercept = np.polyfit(x, y, 1) if len(x) > 1 else (float("nan"), float(y[0]))
+    return {"setup_s": float(intercept), "per_step_s": float(slope)}
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the benchmarks' stored measurements (benchmarks/*.json, written by benchmarks/fusionbench_compare.py and
+# benchmarks/merge_scaling.py on the machine they name): views for the cost page
+# ------------------------------------------------------------------------------------------------------------------
+def load_benchmark_json(name: str, folder=None) -> Optional[Dict[str, Any]]:
+    """A stored benchmark measurement, ``<folder>/<name>.json`` (default folder: the repository's ``benchmarks/``),
+    or None when the file does not exist."""
+    import json
+    from pathlib import Path
+
+    from ..protocol.cache import REPO
+
+    p = Path(folder or REPO / "benchmarks") / f"{name}.json"
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def fusionbench_table(doc: Mapping[str, Any]):
+    """One row per method of ``benchmarks/fusionbench_compare.py``'s JSON: seconds and peak MB of both libraries,
+    FusionBench's time over catlib's, and the two differences of the merged weights (max over keys)."""
+    import pandas as pd
+
+    rows = {}
+    for m, r in doc["methods"].items():
+        c, f = r["catlib"], r["fusionbench"]
+        rows[m] = {
+            "catlib s": round(c["seconds"], 2),
+            "FusionBench s": round(f["seconds"], 2),
+            "FusionBench / catlib": round(f["seconds"] / c["seconds"], 2),
+            "catlib peak MB": round(c["peak_mb"]),
+            "FusionBench peak MB": round(f["peak_mb"]),
+            "max rel. diff. (weights)": f"{r['rel_weights']:.1e}",
+            "max rel. diff. (merged Δ)": f"{r['rel_task_vector']:.1e}",
+            "largest at": r["worst_key"] or "–",
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def scaling_frame(doc: Mapping[str, Any]):
+    """``benchmarks/merge_scaling.py``'s rows as a DataFrame (sweep, experts, width, method, seconds, peak_mb)."""
+    import pandas as pd
+
+    return pd.DataFrame(doc["rows"])
+
+
+FLOOR = {"seconds": 1e-3, "merge_alloc_mb": 1.0}  # below these a timing or an allocation is measurement noise
+
+
+def scaling_plot(doc: Mapping[str, Any], methods: Optional[Sequence[str]] = None):
+    """Seconds and the MB each merge allocates above its inputs, against the number of experts (left) and the width
+    (right), log-log: the slope is the growth exponent (values below :data:`FLOOR` drawn at it). Returns the
+    figure."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullLocator
+
+    from .names import DISPLAY
+
+    df = scaling_frame(doc)
+    methods = list(methods or dict.fromkeys(df["method"]))
+    colors = plt.cm.tab20(range(20))
+    style = {
+        m: dict(color=colors[i % 20], marker="os^D"[i % 4], ls="-" if i < 10 else "--") for i, m in enumerate(methods)
+    }
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharex="col")
+    for j, (sweep, x) in enumerate((("experts", "experts"), ("width", "width"))):
+        part = df[df["sweep"] == sweep]
+        for i, (col, label) in enumerate((("seconds", "merge seconds"), ("merge_alloc_mb", "MB the merge allocates"))):
+            ax = axes[i][j]
+            for m in methods:
+                g = part[part["method"] == m].sort_values(x)
+                ax.plot(g[x], g[col].clip(lower=FLOOR[col]), ms=3, label=DISPLAY.get(m, m), **style[m])
+            ax.set(xscale="log", yscale="log", ylabel=label)
+            ax.set_xticks(sorted(part[x].unique()), [str(v) for v in sorted(part[x].unique())])
+            ax.xaxis.set_minor_locator(NullLocator())
+            if i == 1:
+                ax.set_xlabel("number of experts" if sweep == "experts" else "model width")
+    axes[0][0].set_title("against the number of experts")
+    axes[0][1].set_title("against the width")
+    axes[0][1].legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def growth_table(doc: Mapping[str, Any]):
+    """Per method, the log-log slope of seconds and of the MB the merge allocates against the number of experts and
+    against the width (least squares over the sweep's points): 1 is linear growth, 2 quadratic."""
+    import numpy as np
+    import pandas as pd
+
+    from .names import DISPLAY
+
+    df = scaling_frame(doc)
+    rows = {}
+    for m in dict.fromkeys(df["method"]):
+        row = {}
+        for sweep in ("experts", "width"):
+            g = df[(df["sweep"] == sweep) & (df["method"] == m)]
+            x = np.log(g[sweep].to_numpy(float))
+            for col, name in (("seconds", "time"), ("merge_alloc_mb", "memory")):
+                y = np.log(np.clip(g[col].to_numpy(float), FLOOR[col], None))
+                row[f"{name} ~ {sweep}^"] = round(float(np.polyfit(x, y, 1)[0]), 2) if len(g) > 1 else float("nan")
+        rows[DISPLAY.get(m, m)] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
