@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -172,8 +171,12 @@ def ensure_venv(venv: Path) -> Path:
     if py.exists() and stamp.exists() and stamp.read_text().strip() == f"{TORCH} {FUSIONBENCH}":
         return py
     log(f"making {venv} with {TORCH} {FUSIONBENCH} (once; a few minutes)")
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(py), "-m", "pip", "install", "-q", TORCH, FUSIONBENCH], check=True)
+    for cmd in ([sys.executable, "-m", "venv", str(venv)], [str(py), "-m", "pip", "install", "-q", TORCH, FUSIONBENCH]):
+        if subprocess.run(cmd).returncode:
+            sys.exit(
+                f"fusionbench_compare: '{' '.join(cmd)}' failed (output above); fix that, or give an existing "
+                f"environment with FusionBench with --venv"
+            )
     stamp.write_text(f"{TORCH} {FUSIONBENCH}\n")
     return py
 
@@ -198,12 +201,9 @@ def write_inputs(work: Path, K: int, seed: int, width=None, layers=None) -> None
 def run_child(python: Path, lib: str, method: str, work: Path, K: int, hp: dict) -> dict:
     cmd = [str(python), str(Path(__file__).resolve()), "--child", lib, method, "--work", str(work), "--tasks", str(K)]
     cmd += ["--hp", json.dumps(hp)]
-    env = {**os.environ, "CATLIB_PROGRESS": "0"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode or not line:
-        raise RuntimeError(f"{lib} {method} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(line[-1][7:])
+    from merge_cost import result_of
+
+    return result_of(cmd, f"{lib} {method}")
 
 
 def differences(work: Path, method: str) -> dict:

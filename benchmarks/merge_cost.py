@@ -210,10 +210,16 @@ def run_child(name: str, K: int, n_ex: int, seed: int, device: str, width=None, 
         cmd += ["--layers", str(layers)]
     if hparams is not None:
         cmd += ["--hparams", json.dumps(hparams)]
+    return result_of(cmd, name)
+
+
+def result_of(cmd, what: str):
+    """Run ``cmd`` (a benchmark's child process) and return the JSON after its last ``RESULT `` line; a failure
+    raises with the end of its standard error."""
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "CATLIB_PROGRESS": "0"})
     line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
     if proc.returncode or not line:
-        raise RuntimeError(f"{name} failed:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"{what} failed:\n{proc.stderr[-3000:]}")
     return json.loads(line[-1][7:])
 
 

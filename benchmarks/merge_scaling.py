@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -88,11 +86,7 @@ def measure(methods, K: int, width: int, n_ex: int, seed: int) -> list:
     """:func:`point_child` in a fresh process."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(K), str(width), "--methods", *methods]
     cmd += ["--exemplars", str(n_ex), "--seed", str(seed)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "CATLIB_PROGRESS": "0"})
-    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    if proc.returncode or not line:
-        raise RuntimeError(f"K={K} width={width} failed:\n{proc.stderr[-3000:]}")
-    return json.loads(line[-1][7:])
+    return merge_cost.result_of(cmd, f"K={K} width={width}")
 
 
 def main(argv=None) -> None:

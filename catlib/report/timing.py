@@ -151,7 +151,8 @@ def fusionbench_table(doc: Mapping[str, Any]):
 
 
 def scaling_frame(doc: Mapping[str, Any]):
-    """``benchmarks/merge_scaling.py``'s rows as a DataFrame (sweep, experts, width, method, seconds, peak_mb)."""
+    """``benchmarks/merge_scaling.py``'s rows as a DataFrame (sweep, experts, width, layers, method, hparams,
+    seconds, merge_alloc_mb, inputs_mb)."""
     import pandas as pd
 
     return pd.DataFrame(doc["rows"])
