@@ -127,41 +127,53 @@ def tensor_mb(obj, seen=None) -> float:
     return 0.0
 
 
-def child(method: str, K: int, n_ex: int, seed: int, device: str, width=None, layers=None, hparams=None) -> dict:
+def exemplars(K: int, n_ex: int, seed: int, out_dim: int):
+    """Per task ``n_ex`` random 224×224 images with random labels, and a random 10-class head per task."""
+    g = torch.Generator().manual_seed(seed + 2)
+    ex = [(torch.randn(n_ex, 3, 224, 224, generator=g), torch.randint(0, 10, (n_ex,), generator=g)) for _ in range(K)]
+    return ex, [torch.nn.Linear(out_dim, 10) for _ in range(K)]
+
+
+def statistics_for(method: str, hparams: dict, visual, p, fts, ex, heads):
+    """The statistics ``method`` needs with ``hparams`` (None for a data-free method), collected with the hooks."""
     import catlib
     from catlib.core.stats import collect_statistics
 
-    hparams = HPARAMS.get(method, {}) if hparams is None else hparams
-    torch.manual_seed(seed)
-    base = rss_mb()
-    visual, p, fts = make_inputs(K, seed, width, layers)
-    inputs_mb = sum(v.numel() * v.element_size() for sd in [p] + fts for v in sd.values()) / 2**20
     spec = catlib.get_method(method)
     needs = spec.needs_for(hparams)
-    stats, stats_s = None, 0.0
-    if needs:
-        g = torch.Generator().manual_seed(seed + 2)
-        ex = [
-            (torch.randn(n_ex, 3, 224, 224, generator=g), torch.randint(0, 10, (n_ex,), generator=g)) for _ in range(K)
-        ]
-        heads = [torch.nn.Linear(visual.output_dim, 10) for _ in range(K)]
-        t = time.perf_counter()
-        stats = collect_statistics(
-            visual, p, fts, ex if spec.labelled else [e[0] for e in ex], needs=needs, heads=heads
-        )
-        stats_s = time.perf_counter() - t
-    del visual
+    if not needs:
+        return None
+    return collect_statistics(visual, p, fts, ex if spec.labelled else [e[0] for e in ex], needs=needs, heads=heads)
+
+
+def timed_merge(method: str, p, fts, stats, hparams: dict):
+    """(seconds, peak RSS MB during the merge, RSS MB just before it): the peak counter restarted first
+    (:func:`reset_peak`), so the peak minus the RSS before is what the merge itself allocates."""
+    import catlib
+
     reset_peak()
     before = rss_mb()
     t = time.perf_counter()
     out = catlib.merge(method, p, fts, stats=stats, **hparams)
     seconds = time.perf_counter() - t
     assert set(out) == set(p)
-    peak = peak_rss_mb()
+    return seconds, peak_rss_mb(), before
+
+
+def child(method: str, K: int, n_ex: int, seed: int, device: str) -> dict:
+    torch.manual_seed(seed)
+    base = rss_mb()
+    visual, p, fts = make_inputs(K, seed)
+    inputs_mb = sum(v.numel() * v.element_size() for sd in [p] + fts for v in sd.values()) / 2**20
+    ex, heads = exemplars(K, n_ex, seed, visual.output_dim)
+    t = time.perf_counter()
+    stats = statistics_for(method, HPARAMS.get(method, {}), visual, p, fts, ex, heads)
+    stats_s = time.perf_counter() - t if stats is not None else 0.0
+    del visual, ex, heads
+    seconds, peak, _ = timed_merge(method, p, fts, stats, HPARAMS.get(method, {}))
     return {
         "seconds": seconds,
         "peak_mb": peak - base,
-        "merge_alloc_mb": peak - before,  # what the merge itself allocates above its inputs and statistics
         "inputs_mb": inputs_mb,
         "stats_seconds": stats_s,
         "stats_mb": tensor_mb(stats) if stats is not None else 0.0,
@@ -200,16 +212,10 @@ def solver_check(seed: int) -> dict:
     return {"rel_objective_error": abs(best - got) / abs(best), "krylov_seconds": krylov_s, "eigh_seconds": eigh_s}
 
 
-def run_child(name: str, K: int, n_ex: int, seed: int, device: str, width=None, layers=None, hparams=None) -> dict:
+def run_child(name: str, K: int, n_ex: int, seed: int, device: str) -> dict:
     """:func:`child` (or ``"__stats__"``/``"__solver__"``) in a fresh process, so that its peak RSS is its own."""
     cmd = [sys.executable, os.path.abspath(__file__), "--child", name, "--tasks", str(K), "--exemplars", str(n_ex)]
     cmd += ["--seed", str(seed), "--device", device]
-    if width is not None:
-        cmd += ["--width", str(width)]
-    if layers is not None:
-        cmd += ["--layers", str(layers)]
-    if hparams is not None:
-        cmd += ["--hparams", json.dumps(hparams)]
     return result_of(cmd, name)
 
 
@@ -233,16 +239,12 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--width", type=int, default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--layers", type=int, default=None, help=argparse.SUPPRESS)
-    ap.add_argument("--hparams", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
-        hp = json.loads(a.hparams) if a.hparams else None
         res = {
             "__stats__": lambda: stats_child(a.tasks, a.exemplars, a.seed),
             "__solver__": lambda: solver_check(a.seed),
-        }.get(a.child, lambda: child(a.child, a.tasks, a.exemplars, a.seed, a.device, a.width, a.layers, hp))()
+        }.get(a.child, lambda: child(a.child, a.tasks, a.exemplars, a.seed, a.device))()
         print("RESULT " + json.dumps(res))
         return
     names = a.methods or list(catlib.methods())

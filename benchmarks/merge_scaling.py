@@ -48,37 +48,23 @@ def point_child(methods, K: int, width: int, n_ex: int, seed: int) -> list:
     import gc
 
     import catlib
-    import torch
-    from catlib.core.stats import collect_statistics
 
     visual, p, fts = merge_cost.make_inputs(K, seed, width, LAYERS)
     inputs_mb = sum(v.numel() * v.element_size() for sd in [p] + fts for v in sd.values()) / 2**20
-    g = torch.Generator().manual_seed(seed + 2)
-    ex = [(torch.randn(n_ex, 3, 224, 224, generator=g), torch.randint(0, 10, (n_ex,), generator=g)) for _ in range(K)]
-    heads = [torch.nn.Linear(visual.output_dim, 10) for _ in range(K)]
-    stats_for = {}
+    ex, heads = merge_cost.exemplars(K, n_ex, seed, visual.output_dim)
+    stats_for = {}  # each kind of statistics collected once per point
     rows = []
     for m in methods:
         hp = hparams(m)
         spec = catlib.get_method(m)
-        needs = tuple(sorted(spec.needs_for(hp) or ()))
-        stats = None
-        if needs:
-            key = (needs, spec.labelled)
-            if key not in stats_for:
-                data = ex if spec.labelled else [e[0] for e in ex]
-                stats_for[key] = collect_statistics(visual, p, fts, data, needs=needs, heads=heads)
-            stats = stats_for[key]
+        key = (tuple(sorted(spec.needs_for(hp) or ())), spec.labelled)
+        if key not in stats_for:
+            stats_for[key] = merge_cost.statistics_for(m, hp, visual, p, fts, ex, heads)
         gc.collect()
-        merge_cost.reset_peak()
-        before = merge_cost.rss_mb()
-        t = time.perf_counter()
-        out = catlib.merge(m, p, fts, stats=stats, **hp)
-        seconds = time.perf_counter() - t
-        alloc = merge_cost.peak_rss_mb() - before
-        assert set(out) == set(p)
-        del out
-        rows.append({"method": m, "hparams": hp, "seconds": seconds, "merge_alloc_mb": alloc, "inputs_mb": inputs_mb})
+        seconds, peak, before = merge_cost.timed_merge(m, p, fts, stats_for[key], hp)
+        rows.append(
+            {"method": m, "hparams": hp, "seconds": seconds, "merge_alloc_mb": peak - before, "inputs_mb": inputs_mb}
+        )
     return rows
 
 
