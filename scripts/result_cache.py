@@ -20,6 +20,12 @@ Nothing in the bundle is trusted for its own sake:
     python scripts/result_cache.py pack            # .cache/report -> notebooks/.result-cache.jsonl.xz
     python scripts/result_cache.py unpack          # the bundle -> .cache/report (existing files are kept)
     python scripts/result_cache.py check --sample 4
+    python scripts/result_cache.py rekey --since REV   # after a change that cannot alter a valid result
+
+``rekey`` is for a change to the fingerprinted code that only refuses bad input, refactors or documents: it
+recomputes a sample of every method's bundled results with the new code, and only if every one is identical
+renames the bundle's results of ``REV``'s code to the new code's (see :func:`rekey`); a change that alters a
+result never passes (``--drop`` the methods it alters, and the next notebook run recomputes them).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import lzma
+import os
 import random
 import sys
 import time
@@ -34,7 +41,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "notebooks" / ".result-cache.jsonl.xz"
-sys.path.insert(0, str(REPO))
+# The catlib to import: this checkout's, or (rekey's child process) another revision's tree.
+sys.path.insert(0, os.environ.get("CATLIB_CODE_ROOT", str(REPO)))
 
 from catlib.core.io import atomic_write_bytes  # noqa: E402
 from catlib.protocol.cache import CACHE_VERSION, ResultCache, atomic_write, code_fingerprint, sha  # noqa: E402
@@ -118,25 +126,153 @@ def recompute(row: dict, sessions: dict) -> dict:
     )
 
 
+def embedded_sessions(names=EMBEDDED) -> dict:
+    """Benchmark fingerprint → uncached :class:`Session` for every embedded benchmark as the book loads it by
+    default, with every replicate of the tiny zoos (the tables' seeds 1, 2 run on them)."""
+    from catlib import load_benchmark
+    from catlib.benchmarks.tiny import replicate_roots
+    from catlib.protocol import Session
+
+    sessions = {}
+    for name in names:
+        n = len(replicate_roots("large" if name == "tiny-large" else "default")) if name.startswith("tiny") else 1
+        for k in range(n):
+            s = Session(load_benchmark(name, **({"replicate": k} if k else {})), cache=None)
+            sessions[s.fingerprint] = s
+    return sessions
+
+
+def recompute_state(row: dict, sessions: dict) -> dict:
+    """Per-task accuracy of a bundled ``state`` entry of θ0, an expert or the MTL model, recomputed with no cache."""
+    k = row["key"]
+    s = sessions[k["bench"]]
+    label, b = k["label"], s.bench
+    sd = b.pretrained if label == "pretrained" else b.mtl if label == "mtl" else b.finetuned[label.split("/", 1)[1]]
+    return s.evaluated(label, lambda: sd, k["key"], k["tasks"], k["split"])
+
+
+REKEYABLE_STATES = ("pretrained", "mtl", "individual")  # state entries rekey can recompute from the weights alone
+
+
+def revision_tree(rev: str, dest: Path) -> Path:
+    """``rev``'s ``catlib/`` extracted under ``dest`` (``git archive``, never checked out), beside a link to this
+    checkout's ``data/`` (the zoos' weights are not code); returns the tree's root."""
+    import io
+    import subprocess
+    import tarfile
+
+    data = subprocess.run(["git", "archive", rev, "catlib"], cwd=REPO, capture_output=True, check=False)
+    if data.returncode:
+        raise SystemExit(f"[result-cache] cannot read revision {rev!r}: {data.stderr.decode().strip()}")
+    with tarfile.open(fileobj=io.BytesIO(data.stdout)) as tar:
+        tar.extractall(dest, filter="data")
+    (dest / "data").symlink_to(REPO / "data")
+    return dest
+
+
+def recompute_rows(rows: list) -> list:
+    """Per-task accuracies of bundled ``run`` / reference ``state`` rows, recomputed with no cache by the catlib
+    this process imports."""
+    sessions = embedded_sessions()
+    return [(recompute if r["kind"] == "run" else recompute_state)(r, sessions) for r in rows]
+
+
+def rekey(rev: str, per_method: int, tolerance: float, drop=(), bundle: Path = BUNDLE) -> int:
+    """Carry the bundle's results computed by revision ``rev``'s code over to this checkout's code, for a change
+    that leaves every valid input's result as it was (a new check of bad input, a refactor, a speed-up that does
+    the same arithmetic).
+
+    Never on trust: ``per_method`` entries of every method (and of every kind of reference row) are recomputed on
+    the embedded benchmarks twice on this machine, by ``rev``'s code (a child process importing its tree) and by
+    this checkout's; they must agree within ``tolerance`` points per task (0: identical), else nothing is written.
+    (Against the bundled values they may differ where another CPU computed them, as AWD's 300 Adam steps do by a
+    few tenths; that is printed, not judged.) A sample cannot prove a change neutral: ``--drop`` every method the
+    change is meant to alter. Rekeyed: ``run`` entries of the verified methods not in ``drop``, and the θ0 / expert
+    / MTL rows. Dropped (recomputed by the next notebook run): every other kind (premise, conflict, AWD
+    diagnostics), the methods in ``drop``, and any method with no entry on an embedded benchmark to verify on."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = revision_tree(rev, Path(tmp) / "tree")
+        mapping = {code_fingerprint(cf, tree / "catlib"): code_fingerprint(cf) for cf in ((), ("clip",))}
+        if all(old == new for old, new in mapping.items()):
+            print(f"[result-cache] {rev}'s code fingerprints equal this checkout's: nothing to rekey")
+            return 0
+        rows = read(bundle)
+        mine = current_codes()
+        keep = [r for r in rows if r["key"].get("v") == CACHE_VERSION and r["key"].get("code") in mine]
+        old = [r for r in rows if r["key"].get("v") == CACHE_VERSION and r["key"].get("code") in mapping]
+        if not old:
+            print(f"[result-cache] the bundle holds no results of {rev}'s code: nothing to rekey")
+            return 0
+
+        def group(r):
+            if r["kind"] == "run" and r["key"]["method"] not in drop:
+                return "run " + r["key"]["method"]
+            label = r["key"].get("label", "").split("/")[0] if r["kind"] == "state" else ""
+            return f"state {label}" if label in REKEYABLE_STATES else None
+
+        loadable = set(embedded_sessions())
+        groups: dict = {}
+        for r in old:
+            if group(r) is not None and r["key"]["bench"] in loadable:
+                groups.setdefault(group(r), []).append(r)
+        rng = random.Random(sha(old)[:16])
+        sample = [(g, r) for g in sorted(groups) for r in rng.sample(groups[g], min(per_method, len(groups[g])))]
+        todo, done = Path(tmp) / "sample.json", Path(tmp) / "old.json"
+        todo.write_text(json.dumps([r for _, r in sample]))
+        t = time.perf_counter()
+        print(
+            f"[result-cache] recomputing {len(sample)} results of {len(groups)} groups with {rev}'s code ...",
+            flush=True,
+        )
+        child = subprocess.run(
+            [sys.executable, __file__, "recompute", "--rows", str(todo), "--out", str(done)],
+            env={**os.environ, "CATLIB_CODE_ROOT": str(tree)},
+            check=False,
+        )
+        if child.returncode:
+            raise SystemExit(f"[result-cache] recomputing with {rev}'s code failed (exit {child.returncode})")
+        before = json.loads(done.read_text())
+        print(f"[result-cache] ... and with this checkout's ({time.perf_counter() - t:.0f} s so far)", flush=True)
+        after = recompute_rows([r for _, r in sample])
+    worst, failed = 0.0, 0
+    for (g, r), a, b in zip(sample, before, after):
+        diff = max(abs(a[task] - b[task]) for task in a)
+        bundled = max(abs(b[task] - r["value"][task]) for task in b)
+        worst, failed = max(worst, diff), failed + (diff > tolerance)
+        print(
+            f"[result-cache] {'DIFFERS' if diff > tolerance else 'ok':7s} {g} ({r['key']['split']}): "
+            f"max |Δ| {diff:.2f} points between the two codes ({bundled:.2f} from the bundled value)",
+            flush=True,
+        )
+    if failed:
+        print(f"[result-cache] {failed} of {len(sample)} results differ between the two codes: nothing written")
+        return 1
+    verified = set(groups)
+    for g in sorted({group(r) for r in old} - verified - {None}):
+        print(f"[result-cache] {g}: no entry on an embedded benchmark to verify on; its entries are dropped")
+    moved = [{**r, "key": {**r["key"], "code": mapping[r["key"]["code"]]}} for r in old if group(r) in verified]
+    lines = [json.dumps(r, sort_keys=True) for r in keep + moved]
+    atomic_write_bytes(bundle, lzma.compress(("\n".join(lines) + "\n").encode(), preset=9))
+    print(
+        f"[result-cache] {len(moved)} results of {rev}'s code rekeyed to this code ({len(sample)} recomputed in "
+        f"{len(verified)} groups, identical within {tolerance} points: largest difference {worst:.2f}); "
+        f"{len(old) - len(moved)} dropped (the next notebook run recomputes them); {len(keep)} already this code's"
+    )
+    return 0
+
+
 def check(sample: int, tolerance: float, bundle: Path = BUNDLE, names=EMBEDDED) -> int:
     """Recompute ``sample`` bundled accuracies (``run`` entries of this code, drawn with a seed taken from the
     bundle's content, so the same bundle always checks the same entries) and compare per task. Exit code."""
-    from catlib import load_benchmark
-    from catlib.protocol import Session
-
     codes = current_codes()
     runs = [r for r in read(bundle) if r["kind"] == "run" and r["key"].get("code") in codes]
     if not runs:
         print(f"[result-cache] no bundled results for this code in {bundle.name}: nothing to check")
         return 0
-    from catlib.benchmarks.tiny import replicate_roots
-
-    sessions = {}
-    for name in names:  # every replicate of the tiny zoos (the tables' seeds 1, 2 run on them)
-        n = len(replicate_roots("large" if name == "tiny-large" else "default")) if name.startswith("tiny") else 1
-        for k in range(n):
-            s = Session(load_benchmark(name, **({"replicate": k} if k else {})), cache=None)
-            sessions[s.fingerprint] = s
+    sessions = embedded_sessions(names)
     runs = [r for r in runs if r["key"]["bench"] in sessions]
     rng = random.Random(sha(runs)[:16])
     picked = rng.sample(runs, min(sample, len(runs)))
@@ -163,13 +299,20 @@ def check(sample: int, tolerance: float, bundle: Path = BUNDLE, names=EMBEDDED) 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("action", choices=("pack", "unpack", "check"))
+    ap.add_argument("action", choices=("pack", "unpack", "check", "rekey", "recompute"))
     ap.add_argument(
         "--cache", type=Path, default=None, help="cache folder (default: CATLIB_REPORT_CACHE or .cache/report)"
     )
     ap.add_argument("--bundle", type=Path, default=BUNDLE)
     ap.add_argument("--sample", type=int, default=4, help="check: bundled accuracies to recompute (default 4)")
-    ap.add_argument("--tolerance", type=float, default=1.0, help="check: points per task (default 1.0)")
+    ap.add_argument(
+        "--tolerance", type=float, default=None, help="points per task (default: check 1.0, rekey 0 = identical)"
+    )
+    ap.add_argument("--since", default=None, help="rekey: the git revision whose code computed the bundle")
+    ap.add_argument("--per-method", type=int, default=2, help="rekey: results recomputed per method (default 2)")
+    ap.add_argument("--drop", nargs="*", default=(), help="rekey: methods whose results the change alters")
+    ap.add_argument("--rows", type=Path, help="recompute (rekey's child): JSON list of bundle rows")
+    ap.add_argument("--out", type=Path, help="recompute (rekey's child): where to write their accuracies")
     args = ap.parse_args(argv)
     cache_dir = args.cache or ResultCache().dir
     if args.action == "pack":
@@ -177,8 +320,15 @@ def main(argv=None) -> int:
     elif args.action == "unpack":
         total, mine, written = unpack(cache_dir, args.bundle)
         print(f"[result-cache] {args.bundle.name}: {total} entries, {mine} for this code, {written} written")
+    elif args.action == "recompute":
+        atomic_write(args.out, json.dumps(recompute_rows(json.loads(args.rows.read_text()))))
+    elif args.action == "rekey":
+        if not args.since:
+            ap.error("rekey needs --since REV (the revision whose code computed the bundle)")
+        tol = 0.0 if args.tolerance is None else args.tolerance
+        return rekey(args.since, args.per_method, tol, tuple(args.drop), args.bundle)
     else:
-        return check(args.sample, args.tolerance, args.bundle)
+        return check(args.sample, 1.0 if args.tolerance is None else args.tolerance, args.bundle)
     return 0
 
 

@@ -73,3 +73,53 @@ def test_an_unreadable_bundle_is_a_clear_error(tmp_path):
     bad.write_bytes(b"not xz")
     with pytest.raises(SystemExit, match="not a readable xz file"):
         RC.read(bad)
+
+
+def _rekey_setup(tmp_path, monkeypatch, old_side):
+    """A bundle of three results of an 'older' code (a copy of catlib with one changed comment), and rekey's two
+    recomputations faked: this code's gives the bundled values, the older code's gives ``old_side(value)``."""
+    import shutil
+    import subprocess
+
+    tree = tmp_path / "tree"
+    shutil.copytree(RC.REPO / "catlib", tree / "catlib", ignore=shutil.ignore_patterns("__pycache__"))
+    checks = tree / "catlib" / "core" / "checks.py"
+    checks.write_text(checks.read_text() + "\n# an older revision\n")
+    old = RC.code_fingerprint((), tree / "catlib")
+    key = {"v": RC.CACHE_VERSION, "bench": "B", "code": old, "split": "val", "tasks": ["a"], "eval_tasks": ["a"]}
+    rows = [
+        {"kind": "run", "key": {**key, "what": "run", "method": "ties", "hparams": {}}, "value": {"a": 50.0}},
+        {"kind": "run", "key": {**key, "what": "run", "method": "pcb", "hparams": {}}, "value": {"a": 60.0}},
+        {"kind": "premise", "key": {**key, "what": "premise", "method": "cat"}, "value": {"x": 1}},
+    ]
+    bundle = tmp_path / "b.jsonl.xz"
+    bundle.write_bytes(lzma.compress(("\n".join(json.dumps(r) for r in rows) + "\n").encode()))
+    monkeypatch.setattr(RC, "revision_tree", lambda rev, dest: tree)
+    monkeypatch.setattr(RC, "embedded_sessions", lambda names=RC.EMBEDDED: {"B": None})
+    monkeypatch.setattr(RC, "recompute_rows", lambda rs: [r["value"] for r in rs])
+
+    def child(cmd, env, check):  # the older code's recomputation, in rekey's child process
+        assert env["CATLIB_CODE_ROOT"] == str(tree)
+        out = Path(cmd[cmd.index("--out") + 1])
+        out.write_text(
+            json.dumps([old_side(r["value"]) for r in json.loads(Path(cmd[cmd.index("--rows") + 1]).read_text())])
+        )
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(subprocess, "run", child)
+    return bundle, old
+
+
+def test_rekey_carries_over_only_results_both_codes_compute_identically(tmp_path, monkeypatch):
+    bundle, old = _rekey_setup(tmp_path, monkeypatch, lambda v: v)
+    assert RC.rekey("OLD", 2, 0.0, drop=("pcb",), bundle=bundle) == 0
+    rows = RC.read(bundle)
+    assert [(r["key"]["method"], r["key"]["code"]) for r in rows] == [("ties", RC.code_fingerprint(()))]
+    assert old != RC.code_fingerprint(())  # the premise entry (not recomputable here) and the dropped pcb are gone
+
+
+def test_rekey_writes_nothing_when_the_codes_disagree(tmp_path, monkeypatch):
+    bundle, _ = _rekey_setup(tmp_path, monkeypatch, lambda v: {t: a + 0.5 for t, a in v.items()})
+    before = bundle.read_bytes()
+    assert RC.rekey("OLD", 2, 0.0, bundle=bundle) == 1
+    assert bundle.read_bytes() == before

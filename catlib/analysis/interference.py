@@ -46,7 +46,7 @@ def _check_alpha(alpha: float) -> float:
 def transfer_matrix(session, alpha: float, split: str = "val", tasks: Optional[Sequence[str]] = None):
     """DataFrame ``(tasks × tasks)``: entry (i, j) = ``acc_i(θ0 + α τ_j) − acc_i(θ0)`` in points."""
     session = _session(session)
-    alpha, tasks = _check_alpha(alpha), list(tasks or session.bench.tasks)
+    alpha, tasks = _check_alpha(alpha), session.tasks(tasks)
     base = session.pretrained_row(split, tasks)
     rows = {}
     for j in tasks:
@@ -59,7 +59,7 @@ def leave_one_out(session, alpha: float, split: str = "val", tasks: Optional[Seq
     """DataFrame ``(tasks × tasks)``: entry (i, j) = ``acc_i(θ0 + α Σ_{k≠j} τ_k) − acc_i(θ0 + α Σ_k τ_k)`` in
     points."""
     session = _session(session)
-    alpha, tasks = _check_alpha(alpha), list(tasks or session.bench.tasks)
+    alpha, tasks = _check_alpha(alpha), session.tasks(tasks)
     if len(tasks) < 2:
         raise ValueError(f"leave_one_out needs at least 2 tasks, got {tasks}")
     full = session.run("task_arithmetic", {"alpha": alpha}, tasks=tasks, split=split)

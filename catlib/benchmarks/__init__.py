@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from ..core.checks import check_batch_size, check_tasks
 from ..core.errors import UnknownBenchmarkError
 from .base import Benchmark, SPLITS, StateDict
 
@@ -32,41 +33,6 @@ NEEDS_ROOTS = ("openclip", "vit-b-32", "vit-b-16", "vit-l-14")
 
 def benchmark_names() -> List[str]:
     return sorted(_BENCHMARKS)
-
-
-def check_tasks(tasks: Any, what: str = "tasks") -> Optional[List[str]]:
-    """``tasks`` as a list of distinct task names, or None (every task). A string, a set (no order: the tasks'
-    order would change between runs), an empty list, a repeated name or a non-string entry is a ValueError naming
-    ``what`` and the fix (a string would otherwise be read letter by letter)."""
-    if tasks is None:
-        return None
-    if isinstance(tasks, (str, bytes)):
-        raise ValueError(f"{what} must be a list of task names, got the string {tasks!r}; pass [{tasks!r}]")
-    if isinstance(tasks, (set, frozenset)):
-        raise ValueError(f"{what} must be a list of task names, got a set (it has no order); pass a list")
-    if not isinstance(tasks, Sequence):
-        raise ValueError(f"{what} must be a list of task names, got {type(tasks).__name__}")
-    tasks = list(tasks)
-    if not tasks:
-        raise ValueError(f"{what} is an empty list; pass None (every task) or at least one task name")
-    bad = [t for t in tasks if not isinstance(t, str)]
-    if bad:
-        raise ValueError(f"{what} must hold task names (strings), got {bad!r}")
-    dup = sorted({t for t in tasks if tasks.count(t) > 1})
-    if dup:
-        raise ValueError(f"{what} names {dup} more than once; give each task once")
-    return tasks
-
-
-def check_batch_size(batch_size: Any) -> Optional[int]:
-    """``batch_size`` as a whole number ≥ 1, or None (the benchmark's default); 0, a negative number, a fraction
-    or a boolean is a ValueError (0 is a mistake, not "the default")."""
-    if batch_size is None:
-        return None
-    whole = isinstance(batch_size, int) or (isinstance(batch_size, float) and batch_size.is_integer())
-    if isinstance(batch_size, bool) or not whole or batch_size < 1:
-        raise ValueError(f"batch_size must be a whole number ≥ 1 (None: the benchmark's default), got {batch_size!r}")
-    return int(batch_size)
 
 
 def load_benchmark(name: str, **kwargs) -> Benchmark:

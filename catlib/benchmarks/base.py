@@ -21,6 +21,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from ..core.checks import check_tasks
+
 StateDict = Dict[str, torch.Tensor]
 SPLITS = ("train", "val", "test")
 
@@ -87,6 +89,7 @@ class Benchmark:
     def _check_tasks(self, tasks: Optional[Sequence[str]]) -> List[str]:
         if tasks is None:
             return list(self.tasks)
+        tasks = check_tasks(tasks)
         unknown = [t for t in tasks if t not in self.all_tasks]
         if unknown:
             raise KeyError(f"{self.name}: unknown task(s) {unknown}; available: {self.all_tasks}")

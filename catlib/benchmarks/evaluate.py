@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .base import Benchmark, SPLITS, StateDict
+from ..core.checks import check_batch_size
 from ..core.progress import progress
 
 
@@ -71,7 +72,7 @@ def evaluate(
     ``batch_size`` and ``amp`` (fp16 autocast, CUDA only) default to the benchmark's attributes of those names
     (256 and False when it has none): the real benchmarks turn mixed precision on when they run on CUDA.
     """
-    batch_size = batch_size or getattr(benchmark, "batch_size", None) or 256
+    batch_size = check_batch_size(batch_size) or getattr(benchmark, "batch_size", None) or 256
     amp = bool(getattr(benchmark, "amp", False)) if amp is None else amp
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")

@@ -11,6 +11,7 @@ Conventions
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence
 
@@ -42,6 +43,34 @@ def check_finite(sd: Mapping[str, torch.Tensor], name: str = "state dict") -> No
             raise NonFiniteError(f"{name}: key {k!r} contains {kind} values")
 
 
+def _check_tensor(v: torch.Tensor, key: str, name: str) -> None:
+    """A tensor merging can read: holding data (not ``meta``) and real (not complex)."""
+    if v.is_meta:
+        raise IncompatibleStateDictError(
+            f"{name}: key {key!r} is a meta tensor (shape only, no values); load the weights before merging "
+            "(e.g. load the checkpoint without device_map='meta' / low_cpu_mem_usage, or module.to_empty() then "
+            "load_state_dict)"
+        )
+    if v.is_complex():
+        raise IncompatibleStateDictError(
+            f"{name}: key {key!r} is complex ({v.dtype}); merging is defined for real tensors: pass "
+            "torch.view_as_real(t) or t.real if that is meant"
+        )
+
+
+def quick_digest(sd: Mapping[str, torch.Tensor], stride: int = 1009) -> str:
+    """A cheap identity of a state dict (about 0.1% of its values read): keys, shapes, dtypes and, per floating
+    tensor, the fp64 sum of every ``stride``-th entry. Tells another model or another task's expert apart (they
+    differ almost everywhere); not a content hash (:func:`catlib.protocol.cache.state_fingerprint` is)."""
+    h = hashlib.sha256()
+    for k in sorted(sd):
+        t = sd[k]
+        h.update(f"{k}|{tuple(t.shape)}|{t.dtype}|".encode())
+        if torch.is_tensor(t) and t.is_floating_point() and not t.is_meta and t.numel():
+            h.update(f"{float(t.detach().reshape(-1)[::stride].double().sum()):.10e}".encode())
+    return h.hexdigest()[:16]
+
+
 def check_compatible(
     reference: Mapping[str, torch.Tensor],
     others: Sequence[Mapping[str, torch.Tensor]],
@@ -59,6 +88,7 @@ def check_compatible(
     for k, v in reference.items():
         if not torch.is_tensor(v):
             raise TypeError(f"{ref_name}: key {k!r} is a {type(v).__name__}, not a Tensor")
+        _check_tensor(v, k, ref_name)
     if check_values:
         check_finite(reference, ref_name)
     ref_keys = set(reference)
@@ -80,6 +110,7 @@ def check_compatible(
             a, b = reference[k], sd[k]
             if not torch.is_tensor(b):
                 raise TypeError(f"{name}: key {k!r} is a {type(b).__name__}, not a Tensor")
+            _check_tensor(b, k, name)
             if a.shape != b.shape:
                 raise IncompatibleStateDictError(
                     f"{name}: shape mismatch at key {k!r}: {tuple(b.shape)} vs {ref_name} {tuple(a.shape)}"
@@ -147,13 +178,15 @@ class LazyTaskVector(Mapping):
 
 def apply(pretrained: Mapping[str, torch.Tensor], delta: Mapping[str, torch.Tensor], scale: float = 1.0) -> StateDict:
     """θ0 + scale·δ as a new state dict: keys of ``delta`` are added (in fp32, cast back to θ0's dtype); every
-    other key of θ0 (integer buffers, keys a method left out) is copied unchanged."""
+    other key of θ0 (integer buffers, keys a method left out) is copied unchanged. The result holds plain tensors
+    (no autograd graph, ``requires_grad`` False) even when the inputs require gradients."""
     out: StateDict = {}
-    for k, v in pretrained.items():
-        if k in delta:
-            out[k] = torch.add(v.float(), delta[k].float(), alpha=scale).to(v.dtype)
-        else:
-            out[k] = v.clone()
+    with torch.no_grad():
+        for k, v in pretrained.items():
+            if k in delta:
+                out[k] = torch.add(v.detach().float(), delta[k].detach().float(), alpha=scale).to(v.dtype)
+            else:
+                out[k] = v.detach().clone()
     return out
 
 

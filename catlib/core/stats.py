@@ -31,8 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import check_batch_size, check_exemplar_inputs
+from .errors import MissingStatisticsError
 from .progress import progress
-from .statedict import StateDict, float_keys
+from .statedict import StateDict, float_keys, quick_digest
 
 STAT_KINDS = ("gram", "norm_sq", "fisher", "grad_abs")
 
@@ -263,6 +265,29 @@ class Statistics:
     fisher: List[StateDict] = field(default_factory=list)
     grad_abs: List[StateDict] = field(default_factory=list)
     expert_scale: float = 1.0
+    sources: Optional[Tuple[str, Tuple[str, ...]]] = None  # quick_digest of θ0 and of each fine-tuned model
+
+    def check_sources(self, pretrained: StateDict, finetuned: Sequence[StateDict], method: str = "merge") -> None:
+        """Raise :class:`MissingStatisticsError` unless these statistics were collected for these models (θ0 and
+        the fine-tuned models, in this order). Statistics without ``sources`` (built by hand) are not checked."""
+        if self.num_tasks != len(finetuned):
+            raise MissingStatisticsError(
+                f"{method}: statistics cover {self.num_tasks} tasks, got {len(finetuned)} fine-tuned models"
+            )
+        if self.sources is None:
+            return
+        theta0, experts = self.sources
+        if quick_digest(pretrained) != theta0:
+            raise MissingStatisticsError(
+                f"{method}: these statistics were collected with another pretrained model (θ0); collect them again "
+                "for this one (catlib.collect_statistics)"
+            )
+        wrong = [i for i, (sd, d) in enumerate(zip(finetuned, experts)) if quick_digest(sd) != d]
+        if wrong:
+            raise MissingStatisticsError(
+                f"{method}: these statistics were collected for other fine-tuned models at positions {wrong} "
+                "(other experts, or the same in another task order); collect them again for these models"
+            )
 
     @property
     def num_tasks(self) -> int:
@@ -321,13 +346,17 @@ def collect_statistics(
             f"got {len(exemplars)} exemplar batches for {len(finetuned)} fine-tuned models "
             "(one batch per task is needed)"
         )
+    batch_size = check_batch_size(batch_size)
+    if batch_size is None:
+        raise ValueError("batch_size must be a whole number ≥ 1, got None")
     if ("fisher" in needs or "grad_abs" in needs) and (heads is None or len(heads) != len(finetuned)):
         raise ValueError("Fisher and gradient statistics need one head per task (heads=[...])")
     model = copy.deepcopy(module)
     device = device or next(model.parameters()).device
     model.to(device).eval()
     info = classify_parameters(model)
-    stats = Statistics(layers=info, expert_scale=float(expert_scale))
+    sources = (quick_digest(pretrained), tuple(quick_digest(ft) for ft in finetuned))
+    stats = Statistics(layers=info, expert_scale=float(expert_scale), sources=sources)
     own = set(model.state_dict())
     missing = sorted(own - set(pretrained))
     if missing:
@@ -337,6 +366,7 @@ def collect_statistics(
     fkeys = set(float_keys(pretrained))
     for t, (ft, batch) in enumerate(progress(list(zip(finetuned, exemplars)), desc="statistics")):
         x, y = _split_exemplars(batch)
+        check_exemplar_inputs(x, f"exemplars[{t}]")
         x = x.to(device)
         if "gram" in needs or "norm_sq" in needs:
             if expert_scale == 1.0:

@@ -30,7 +30,7 @@ def removal_bases(
     """B_k (out × c) for every task k, from τ_i (out × in) and Gram factors F_j (r_j × in), ``F_jᵀF_j = G_j``."""
     K, out = len(taus), taus[0].shape[0]
     c = min(c, out)
-    if c <= 0:
+    if c <= 0 or K < 2:  # nothing to remove: with one task there is no other task to conflict with
         return [torch.zeros(out, 0) for _ in range(K)]
     sizes = [f.shape[0] for f in factors]
     F_all = torch.cat(factors)  # (Σ r_j, in)

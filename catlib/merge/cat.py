@@ -86,7 +86,9 @@ def trimmed_stacks(vectors, stats, opt: Trim):
         info = stats.layers.get(key, LayerInfo("other"))
         T = stacked(vectors, key)
         orig_norms = T.reshape(K, -1).norm(dim=1)
-        if info.kind == "linear" and opt.linear and all(key in g for g in stats.grams):
+        if K < 2:  # one task: no other task to conflict with, every Φ is the identity (CAT = task arithmetic)
+            pass
+        elif info.kind == "linear" and opt.linear and all(key in g for g in stats.grams):
             taus = [as_out_in(T[i], info.transposed) for i in range(K)]
             bases = removal_bases(taus, [g[key].factor() for g in stats.grams], opt.c, opt.lam, opt.solver, opt.tol)
             trimmed = []

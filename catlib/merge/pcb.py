@@ -7,7 +7,8 @@ Per task row i over the whole flattened model (D entries):
    ñ_i = sign(τ_i) ⊙ Norm(a_i) (j = i included); β_i = β_intra,i ⊙ β_inter,i.
 4. drop: t_i = (1−r)-quantile of β_i, s_i = Norm(max(β_i, t_i)), so all but the top ``ratio`` fraction become 0.
 5. τ_m = α Σ_i τ̄_i ⊙ s_i / max(Σ_i s_i, 1e-12); θ = θ0 + τ_m (α = λ of the paper; 1.2 in the vision code).
-Quantiles and min/max are streamed key by key (no K×D sort). The other code variants (``pcb.py``:
+Quantiles and min/max are streamed key by key (no K×D sort); the scores β (K × D fp32) are computed once
+and held. The other code variants (``pcb.py``:
 tanh(τ_i ⊙ Σ_j ñ_j)) are selectable with ``inter="sum_first"``.
 """
 
@@ -50,7 +51,8 @@ def pcb(
     lo = kth_largest_abs(absrows, [max(1, D - int(math.floor(clamp * D)))] * K)
     span = (hi - lo).clamp_min(1e-30)
 
-    def parts(key):
+    def balance(key):
+        """β = β_intra ⊙ β_inter of one key, (K, *shape)."""
         t = stacked(vectors, key)
         shape = (K,) + (1,) * (t.dim() - 1)
         a = torch.minimum(torch.maximum(t.abs(), lo.view(shape)), hi.view(shape))
@@ -61,15 +63,18 @@ def pcb(
             inter_s = torch.stack([torch.tanh(n[i] * n).sum(0) for i in range(K)])
         else:
             inter_s = torch.tanh(t * n.sum(0))
-        return t, torch.sign(t) * a, intra * inter_s
+        return intra * inter_s
 
-    beta_rows = _rows(vectors, lambda key: parts(key)[2])
+    betas = {key: balance(key) for key in keys}  # the K² balancing once (K × D fp32 held), not once per pass
+    beta_rows = _rows(vectors, betas.__getitem__)
     thr = kth_largest(beta_rows, [max(1, int(math.ceil(ratio * D)))] * K)
     bmax = torch.stack([b.max(1).values for b in beta_rows()]).max(0).values
     out = {}
     for key in keys:
-        t, tbar, beta = parts(key)
+        t = stacked(vectors, key)
         shape = (K,) + (1,) * (t.dim() - 1)
+        tbar = torch.sign(t) * torch.minimum(torch.maximum(t.abs(), lo.view(shape)), hi.view(shape))
+        beta = betas.pop(key)
         b = torch.maximum(beta, thr.view(shape))
         s = (b - thr.view(shape)) / (bmax - thr).clamp_min(1e-30).view(shape)
         out[key] = alpha * (tbar * s).sum(0) / s.sum(0).clamp_min(1e-12)

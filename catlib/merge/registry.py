@@ -327,6 +327,11 @@ def validate_hparams(spec: MethodSpec, hparams: Mapping[str, Any]) -> Dict[str, 
     return spec.validate(hparams)
 
 
+def _detached(sd: Mapping[str, torch.Tensor]) -> StateDict:
+    """The same tensors without autograd history (views, no copy): a merge never builds a graph on its inputs."""
+    return {k: v.detach() for k, v in sd.items()}
+
+
 def merge(
     method: str,
     pretrained: StateDict,
@@ -354,6 +359,7 @@ def merge(
     if not isinstance(finetuned, (list, tuple)) or len(finetuned) == 0:
         raise ValueError("finetuned must be a non-empty list of state dicts")
     check_compatible(pretrained, finetuned)
+    pretrained, finetuned = _detached(pretrained), [_detached(f) for f in finetuned]
     needs = spec.needs_for(hp)
     scale = spec.expert_scale(hp)
     if needs:
@@ -375,7 +381,9 @@ def merge(
                 f"{method}: these hyperparameters need statistics collected with expert_scale={scale}, but the "
                 f"given ones used expert_scale={stats.expert_scale}"
             )
-        if stats.num_tasks != len(finetuned):
+        if hasattr(stats, "check_sources"):
+            stats.check_sources(pretrained, finetuned, method)
+        elif stats.num_tasks != len(finetuned):
             raise MissingStatisticsError(
                 f"{method}: statistics cover {stats.num_tasks} tasks, got {len(finetuned)} fine-tuned models"
             )

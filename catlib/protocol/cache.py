@@ -88,25 +88,26 @@ def bench_fingerprint(bench) -> str:
 SHARED_CODE = ("core", "merge", "protocol", "analysis", "benchmarks/base.py", "benchmarks/evaluate.py")
 
 
-def fingerprinted_files(code_files: Sequence[str] = ()) -> List[Path]:
+def fingerprinted_files(code_files: Sequence[str] = (), root: Path = CATLIB) -> List[Path]:
     """The catlib sources that decide a benchmark's merges, statistics, accuracies and conflicts, sorted: the shared
     code (``core/``, ``merge/``, ``protocol/``, ``analysis/`` except ``interference.py``, which only composes runs,
     and the benchmark interface and evaluation; not the table of benchmark names, which computes nothing) plus the
     benchmark's own ``code_files`` (paths relative to ``catlib/benchmarks/``: ``("clip",)`` for the real CLIP
     benchmarks, with their class names and templates). Left out: ``report/`` (views over cached runs, whose keys say
     what was computed), other benchmarks' code, and the tiny benchmark's own code (its identity is the zoo manifest:
-    sha256 of every weight file and of the generated data)."""
-    roots = [CATLIB / p for p in SHARED_CODE] + [CATLIB / "benchmarks" / p for p in code_files]
+    sha256 of every weight file and of the generated data). ``root``: the ``catlib/`` folder to read (another
+    revision's, to name the results it computed)."""
+    roots = [root / p for p in SHARED_CODE] + [root / "benchmarks" / p for p in code_files]
     files = [f for r in roots for f in ([r] if r.is_file() else [*r.rglob("*.py"), *r.rglob("*.json")])]
     return sorted({f for f in files if f.name != "interference.py" and "__pycache__" not in f.parts})
 
 
-def code_fingerprint(code_files: Sequence[str] = ()) -> str:
+def code_fingerprint(code_files: Sequence[str] = (), root: Path = CATLIB) -> str:
     """sha256 over :func:`fingerprinted_files` (their paths relative to ``catlib/`` and their bytes): part of every
     cache key, so a change to the code that computed a result invalidates it."""
     h = hashlib.sha256()
-    for p in fingerprinted_files(code_files):
-        h.update(str(p.relative_to(CATLIB)).encode())
+    for p in fingerprinted_files(code_files, root):
+        h.update(str(p.relative_to(root)).encode())
         h.update(p.read_bytes())
     return h.hexdigest()
 

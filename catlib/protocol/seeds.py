@@ -6,7 +6,7 @@ checkpoints), and draws its exemplars with ``s``. So the spread over seeds of a 
 over fine-tuning seeds, and a data-dependent method's adds the exemplar draw. On a benchmark with one replicate a
 data-free method gives one number for every seed: its spread is unknown (``None``), never 0.
 
-    runs = Seeds.of([S0, S1, S2])                      # one Session per seed (seed s = position s)
+    runs = Seeds([S0, S1, S2])                         # one Session per seed (seed s = position s)
     r = runs.tune("cat")                               # chosen on seed 0's validation split, run on every seed
     r.per_seed, r.mean, r.std, r.averages              # {seed: {task: acc}}, {task: mean}, {task: std}, {seed: avg}
 """
@@ -90,6 +90,7 @@ class Seeds:
 
     @classmethod
     def of(cls, sessions: Sequence[Session], seeds: Optional[Sequence[int]] = None) -> "Seeds":
+        """Deprecated spelling of ``Seeds(sessions, seeds)``."""
         return cls(sessions, seeds)
 
     @property

@@ -15,7 +15,6 @@ notebook cell to ``catlib.merge``: ``Session.tune`` → :func:`~catlib.protocol.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -23,6 +22,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 
 from ..benchmarks.evaluate import average, evaluate
+from ..core.checks import check_tasks
 from ..core.statedict import task_vectors
 from ..core.stats import Statistics, collect_statistics
 from ..merge.registry import Memo, get_method, merge
@@ -125,7 +125,8 @@ class Session:
         return jsonable(compute()) if self.cache is None else self.cache.cached(kind, key, compute, check)
 
     def tasks(self, tasks: Optional[Sequence[str]] = None) -> List[str]:
-        return list(tasks or self.bench.tasks)
+        """``tasks`` checked (a list of distinct names; an empty list is an error), or every task when None."""
+        return list(self.bench.tasks) if tasks is None else check_tasks(tasks)
 
     def spec(
         self,
@@ -206,7 +207,7 @@ class Session:
         """Per-task accuracy (%) of ``method`` with ``hparams`` merged over ``tasks`` and evaluated on
         ``eval_tasks`` (default: ``tasks``) and ``split``."""
         spec = self.spec(method, hparams, tasks, n_exemplars, seed)
-        eval_tasks = list(eval_tasks or spec.tasks)
+        eval_tasks = list(spec.tasks) if eval_tasks is None else check_tasks(eval_tasks, "eval_tasks")
         key = self.key("run", **spec.key(), eval_tasks=eval_tasks, split=split)
         return self.cached(
             "run", key, lambda: evaluate(self.bench, self.merged(spec), split, eval_tasks), accuracy_check(eval_tasks)
@@ -284,33 +285,15 @@ class Session:
         test = self.run(method, hp, tasks, eval_tasks, report_split, n_exemplars, seed)
         return TuneResult(method, hp, val, test, scored, time.perf_counter() - t0, widened)
 
-    def tune_over_seeds(self, method: str, seeds: Sequence[int], **kw) -> Dict[str, Any]:
-        """Tune with the first seed; re-run the chosen configuration with every seed (other exemplars). Returns
-        ``{"tune": TuneResult, "per_seed": {seed: {task: acc}}, "mean": {task: acc}, "std_avg": float,
-        "data_dependent": bool}``; methods that use no data give the same numbers for every seed, so they are run
-        once."""
+    def tune_over_seeds(self, method: str, seeds: Sequence[int], **kw):
+        """Tune with the first seed; re-run the chosen configuration with every seed (other exemplars, this one
+        benchmark): :meth:`catlib.protocol.Seeds.tune` with this session for every seed. The result also reads as
+        the dict ``{"tune", "per_seed", "mean", "std_avg", "data_dependent"}`` (``std_avg`` is None where the seeds
+        are no replicates: a data-free method gives one number repeated)."""
+        from .seeds import Seeds  # seeds.py builds on this module
+
         seeds = list(seeds) or [0]
-        tr = self.tune(method, seed=seeds[0], **kw)
-        chosen = {**dict(kw.get("fixed") or {}), **tr.best}
-        data_dependent = bool(get_method(method).needs_for(chosen))
-        per_seed = {seeds[0]: tr.test}
-        if data_dependent:
-            for s in seeds[1:]:
-                per_seed[s] = self.run(
-                    method,
-                    chosen,
-                    kw.get("tasks"),
-                    kw.get("eval_tasks"),
-                    kw.get("report_split", "test"),
-                    kw.get("n_exemplars"),
-                    s,
-                )
-        tasks = list(tr.test)
-        mean = {t: sum(r[t] for r in per_seed.values()) / len(per_seed) for t in tasks}
-        avgs = [average(r) for r in per_seed.values()]
-        m = sum(avgs) / len(avgs)
-        std = math.sqrt(sum((a - m) ** 2 for a in avgs) / (len(avgs) - 1)) if len(avgs) > 1 else 0.0
-        return {"tune": tr, "per_seed": per_seed, "mean": mean, "std_avg": std, "data_dependent": data_dependent}
+        return Seeds([self] * len(seeds), seeds).tune(method, **kw)
 
     def __repr__(self) -> str:
         return f"Session({self.bench.name}, tasks={list(self.bench.tasks)}, cache={self.cache})"
