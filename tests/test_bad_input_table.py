@@ -24,6 +24,7 @@ import torch
 
 import catlib
 import catlib.report
+import catlib.testtime
 from catlib.__main__ import main
 from conftest import perturbed
 
@@ -102,6 +103,14 @@ def _vit_cat_stats(fx, pretrained=None, finetuned=None):
         s["module"], pretrained or s["pretrained"], finetuned or s["finetuned"], s["exemplars"]
     )
     return catlib.merge("cat", s["pretrained"], s["finetuned"], stats=stats)
+
+
+def _testtime(fx, heads=None, unlabelled=None):
+    from catlib.testtime import TestTimeInputs, adamerging
+
+    s = fx["vit"]
+    x = unlabelled or [e[:2] for e in s["exemplars"]]
+    return adamerging(TestTimeInputs(s["module"], s["pretrained"], s["finetuned"], heads or s["heads"], x), steps=1)
 
 
 def _vit_cat_exemplars(fx, exemplars):
@@ -321,6 +330,27 @@ CASES: List[Case] = [
         lambda fx: _vit_cat_stats(fx, finetuned=fx["vit"]["finetuned"][::-1]),
         CLEAR,
         r"other fine-tuned models at positions \[0, 2\]",
+    ),
+    Case(
+        "test-time",
+        "AdaMerging with fewer heads than models",
+        lambda fx: _testtime(fx, heads=fx["vit"]["heads"][:2]),
+        CLEAR,
+        "one head and one batch of unlabelled inputs per fine-tuned model",
+    ),
+    Case(
+        "test-time",
+        "AdaMerging on NaN test inputs",
+        lambda fx: _testtime(fx, unlabelled=[torch.full((4, 3, 16, 16), float("nan"))] * 3),
+        CLEAR,
+        r"unlabelled\[0\] contains NaN",
+    ),
+    Case(
+        "test-time",
+        "AdaMerging with granularity='block'",
+        lambda fx: catlib.testtime.TEST_TIME.get("adamerging").validate({"granularity": "block"}),
+        CLEAR,
+        "granularity='block' is not one of",
     ),
     # -- benchmarks and evaluation --------------------------------------------------------------------------------
     Case(

@@ -174,3 +174,26 @@ def test_every_registered_method_has_a_reference():
     named = {n for line in rows for n in re.findall(r"`(\w+)`", line.split("|")[1])}
     registry = set(catlib.methods())
     assert named == registry, (sorted(registry - named), sorted(named - registry))
+
+
+@pytest.mark.slow
+def test_testtime_notebook_with_few_steps(nb_env, tmp_path):
+    """Table 7's page runs end to end (a few adaptation steps, one seed): every row, the test-time rows marked,
+    verdicts from the one function (inconclusive with a single seed)."""
+    one = {"alpha": [0.3]}
+    nb = run_notebook(
+        "13_testtime",
+        tmp_path / "testtime.ipynb",
+        {
+            "checkpoint_root": str(nb_env),
+            "device": "cpu",
+            "seeds": [0],
+            "adamerging_steps": 3,
+            "surgery_steps": 3,
+            "grids": {m: one for m in ("task_arithmetic", "ties", "cat")},
+        },
+    )
+    assert not [o for c in nb["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"]
+    res = json.loads((tmp_path / "results" / "table7_testtime.json").read_text())["results"]
+    assert len(res["avg_per_seed"]) == 8 and set(res["verdicts"].values()) == {"inconclusive"}
+    assert "test inputs" in outputs_text(nb) and "training-free" in outputs_text(nb)

@@ -7,7 +7,7 @@ encoder + that task's frozen head, and returns top-1 accuracy in percent per tas
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Dict, Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -64,11 +64,13 @@ def evaluate(
     batch_size: Optional[int] = None,
     amp: Optional[bool] = None,
     encoder: Optional[nn.Module] = None,
+    heads: Optional[Mapping[str, nn.Module]] = None,
 ) -> Dict[str, float]:
     """Per-task top-1 accuracy (%) of one encoder state dict on ``split``.
 
     ``state_dict`` defaults to θ0. ``tasks`` defaults to ``benchmark.tasks`` (pass other task names to test on tasks
-    that were not merged, as Table 8 does). ``encoder`` may be given to reuse one module across calls.
+    that were not merged, as Table 8 does). ``encoder`` may be given to reuse one module across calls. ``heads``
+    (task → module) replaces the benchmark's heads for those tasks (Surgery's map followed by the head).
     ``batch_size`` and ``amp`` (fp16 autocast, CUDA only) default to the benchmark's attributes of those names
     (256 and False when it has none): the real benchmarks turn mixed precision on when they run on CUDA.
     """
@@ -84,7 +86,7 @@ def evaluate(
     for t in benchmark._check_tasks(tasks):
         out[t] = accuracy(
             enc,
-            benchmark.heads[t],
+            (heads or {}).get(t, benchmark.heads[t]),
             benchmark.loader(t, split, batch_size),
             benchmark.device,
             amp=amp,

@@ -41,7 +41,10 @@ def trim_thresholds(vectors, k: float, scope: str):
     return out
 
 
-def ties_delta(vectors, k: float, merge_func: str, scope: str, alpha: float):
+def ties_kept(vectors, k: float, scope: str):
+    """Steps 1-2 per task: yields ``(key, kept, agree, gamma)`` key by key, ``kept`` the (K, *shape) stack of the
+    trimmed τ̂_i restricted to the entries agreeing with the elected sign ``gamma`` (the "++" inputs of
+    AdaMerging), ``agree`` that boolean mask."""
     thr = trim_thresholds(vectors, k, scope) if k < 1 else None
     K = len(vectors)
 
@@ -54,13 +57,17 @@ def ties_delta(vectors, k: float, merge_func: str, scope: str, alpha: float):
     # majority sign for entries whose elected sign is 0 (resolve_zero_signs="majority")
     total = sum(float(torch.sign(trimmed(key, t).sum(0)).sum()) for key, t in each_key(vectors))
     majority = 1.0 if total >= 0 else -1.0
-    out = {}
     for key, t in each_key(vectors):
         t = trimmed(key, t)
         gamma = torch.sign(t.sum(0))
         gamma[gamma == 0] = majority
         agree = torch.where(gamma > 0, t > 0, t < 0)
-        kept = t * agree
+        yield key, t * agree, agree, gamma
+
+
+def ties_delta(vectors, k: float, merge_func: str, scope: str, alpha: float):
+    out = {}
+    for key, kept, agree, gamma in ties_kept(vectors, k, scope):
         if merge_func == "sum":
             m = kept.sum(0)
         elif merge_func == "mean":

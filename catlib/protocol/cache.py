@@ -85,18 +85,18 @@ def bench_fingerprint(bench) -> str:
     )
 
 
-SHARED_CODE = ("core", "merge", "protocol", "analysis", "benchmarks/base.py", "benchmarks/evaluate.py")
+SHARED_CODE = ("core", "merge", "testtime", "protocol", "analysis", "benchmarks/base.py", "benchmarks/evaluate.py")
 
 
 def fingerprinted_files(code_files: Sequence[str] = (), root: Path = CATLIB) -> List[Path]:
     """The catlib sources that decide a benchmark's merges, statistics, accuracies and conflicts, sorted: the shared
-    code (``core/``, ``merge/``, ``protocol/``, ``analysis/`` except ``interference.py``, which only composes runs,
-    and the benchmark interface and evaluation; not the table of benchmark names, which computes nothing) plus the
-    benchmark's own ``code_files`` (paths relative to ``catlib/benchmarks/``: ``("clip",)`` for the real CLIP
-    benchmarks, with their class names and templates). Left out: ``report/`` (views over cached runs, whose keys say
-    what was computed), other benchmarks' code, and the tiny benchmark's own code (its identity is the zoo manifest:
-    sha256 of every weight file and of the generated data). ``root``: the ``catlib/`` folder to read (another
-    revision's, to name the results it computed)."""
+    code (``core/``, ``merge/``, ``testtime/``, ``protocol/``, ``analysis/`` except ``interference.py``, which only
+    composes runs, and the benchmark interface and evaluation; not the table of benchmark names, which computes
+    nothing) plus the benchmark's own ``code_files`` (paths relative to ``catlib/benchmarks/``: ``("clip",)`` for
+    the real CLIP benchmarks, with their class names and templates). Left out: ``report/`` (views over cached runs,
+    whose keys say what was computed), other benchmarks' code, and the tiny benchmark's own code (its identity is
+    the zoo manifest: sha256 of every weight file and of the generated data). ``root``: the ``catlib/`` folder to
+    read (another revision's, to name the results it computed)."""
     roots = [root / p for p in SHARED_CODE] + [root / "benchmarks" / p for p in code_files]
     files = [f for r in roots for f in ([r] if r.is_file() else [*r.rglob("*.py"), *r.rglob("*.json")])]
     return sorted({f for f in files if f.name != "interference.py" and "__pycache__" not in f.parts})

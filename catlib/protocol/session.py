@@ -245,6 +245,50 @@ class Session:
             rows["mtl"] = self.evaluated("mtl", lambda: b.mtl, {}, tasks, split)
         return rows
 
+    # --- test-time methods ----------------------------------------------------------------------------------------
+    def unlabelled(self, tasks: Sequence[str], split: str = "test") -> List[torch.Tensor]:
+        """Every input of ``split`` for each task, without labels (what a test-time method adapts on)."""
+        b = self.bench
+        return [torch.cat([x for x, _ in b.loader(t, split, getattr(b, "batch_size", None) or 256)]) for t in tasks]
+
+    def test_time(
+        self,
+        method: str,
+        hparams: Optional[Mapping[str, Any]] = None,
+        tasks: Optional[Sequence[str]] = None,
+        split: str = "test",
+        seed: int = 0,
+    ) -> Dict[str, Any]:
+        """A test-time method (:mod:`catlib.testtime`) adapted on ``split``'s unlabelled inputs of ``tasks`` and
+        evaluated on the same split (the transductive protocol of AdaMerging and Surgery), cached. Returns
+        ``{"accuracy": {task: %}, "seconds": adaptation time on the machine that computed it, "coefficients":
+        the learned λ (K,) or (K, parameter tensors)}``."""
+        from ..testtime import TEST_TIME, TestTimeInputs
+
+        spec = TEST_TIME.get(method)
+        hp = spec.validate(dict(hparams or {}))
+        tasks = self.tasks(tasks)
+        key = self.key("testtime", method=method, hparams=jsonable(hp), tasks=tasks, split=split, seed=seed)
+
+        def compute():
+            b = self.bench
+            inputs = TestTimeInputs(
+                b.build_module(),
+                b.pretrained,
+                b.finetuned_list(tasks),
+                b.head_list(tasks),
+                self.unlabelled(tasks, split),
+                seed,
+            )
+            r = spec.fn(inputs, **hp)
+            acc = evaluate(self.bench, r.state_dict, split, tasks, heads=dict(zip(tasks, r.heads)))
+            return {"accuracy": acc, "seconds": r.seconds, "coefficients": r.coefficients.tolist()}
+
+        def check(v):
+            return isinstance(v, dict) and accuracy_check(tasks)(v.get("accuracy"))
+
+        return self.cached("testtime", key, compute, check)
+
     # --- tuning ---------------------------------------------------------------------------------------------------
     def tune(
         self,
