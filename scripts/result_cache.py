@@ -23,9 +23,10 @@ Nothing in the bundle is trusted for its own sake:
     python scripts/result_cache.py rekey --since REV   # after a change that cannot alter a valid result
 
 ``rekey`` is for a change to the fingerprinted code that only refuses bad input, refactors or documents: it
-recomputes a sample of every method's bundled results with the new code, and only if every one is identical
-renames the bundle's results of ``REV``'s code to the new code's (see :func:`rekey`); a change that alters a
-result never passes (``--drop`` the methods it alters, and the next notebook run recomputes them).
+recomputes a sample of every method's bundled results with ``REV``'s code and with the new code on this machine,
+and only if every pair is identical renames the bundle's results of ``REV``'s code to the new code's (see
+:func:`rekey`). A sample cannot prove a change neutral: ``--drop`` the methods a change alters, and the next
+notebook run recomputes them.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "notebooks" / ".result-cache.jsonl.xz"
@@ -76,9 +78,13 @@ def pack(cache_dir: Path, bundle: Path = BUNDLE) -> int:
         for kind, key, value in entries(cache_dir)
         if key.get("v") == CACHE_VERSION and key.get("code") in codes
     ]
-    data = lzma.compress(("\n".join(lines) + "\n").encode(), preset=9)
-    atomic_write_bytes(bundle, data)
+    write_bundle(lines, bundle)
     return len(lines)
+
+
+def write_bundle(lines: list, bundle: Path = BUNDLE) -> None:
+    """JSON lines, xz-compressed, written atomically."""
+    atomic_write_bytes(bundle, lzma.compress(("\n".join(lines) + "\n").encode(), preset=9))
 
 
 def read(bundle: Path = BUNDLE) -> list:
@@ -170,10 +176,10 @@ def revision_tree(rev: str, dest: Path) -> Path:
     return dest
 
 
-def recompute_rows(rows: list) -> list:
+def recompute_rows(rows: list, sessions: Optional[dict] = None) -> list:
     """Per-task accuracies of bundled ``run`` / reference ``state`` rows, recomputed with no cache by the catlib
-    this process imports."""
-    sessions = embedded_sessions()
+    this process imports (``sessions``: :func:`embedded_sessions` of that catlib, loaded when not given)."""
+    sessions = embedded_sessions() if sessions is None else sessions
     return [(recompute if r["kind"] == "run" else recompute_state)(r, sessions) for r in rows]
 
 
@@ -213,10 +219,10 @@ def rekey(rev: str, per_method: int, tolerance: float, drop=(), bundle: Path = B
             label = r["key"].get("label", "").split("/")[0] if r["kind"] == "state" else ""
             return f"state {label}" if label in REKEYABLE_STATES else None
 
-        loadable = set(embedded_sessions())
+        sessions = embedded_sessions()  # this checkout's; the child process loads its own with rev's code
         groups: dict = {}
         for r in old:
-            if group(r) is not None and r["key"]["bench"] in loadable:
+            if group(r) is not None and r["key"]["bench"] in sessions:
                 groups.setdefault(group(r), []).append(r)
         rng = random.Random(sha(old)[:16])
         sample = [(g, r) for g in sorted(groups) for r in rng.sample(groups[g], min(per_method, len(groups[g])))]
@@ -236,7 +242,7 @@ def rekey(rev: str, per_method: int, tolerance: float, drop=(), bundle: Path = B
             raise SystemExit(f"[result-cache] recomputing with {rev}'s code failed (exit {child.returncode})")
         before = json.loads(done.read_text())
         print(f"[result-cache] ... and with this checkout's ({time.perf_counter() - t:.0f} s so far)", flush=True)
-        after = recompute_rows([r for _, r in sample])
+        after = recompute_rows([r for _, r in sample], sessions)
     worst, failed = 0.0, 0
     for (g, r), a, b in zip(sample, before, after):
         diff = max(abs(a[task] - b[task]) for task in a)
@@ -255,7 +261,7 @@ def rekey(rev: str, per_method: int, tolerance: float, drop=(), bundle: Path = B
         print(f"[result-cache] {g}: no entry on an embedded benchmark to verify on; its entries are dropped")
     moved = [{**r, "key": {**r["key"], "code": mapping[r["key"]["code"]]}} for r in old if group(r) in verified]
     lines = [json.dumps(r, sort_keys=True) for r in keep + moved]
-    atomic_write_bytes(bundle, lzma.compress(("\n".join(lines) + "\n").encode(), preset=9))
+    write_bundle(lines, bundle)
     print(
         f"[result-cache] {len(moved)} results of {rev}'s code rekeyed to this code ({len(sample)} recomputed in "
         f"{len(verified)} groups, identical within {tolerance} points: largest difference {worst:.2f}); "

@@ -96,7 +96,7 @@ def _rekey_setup(tmp_path, monkeypatch, old_side):
     bundle.write_bytes(lzma.compress(("\n".join(json.dumps(r) for r in rows) + "\n").encode()))
     monkeypatch.setattr(RC, "revision_tree", lambda rev, dest: tree)
     monkeypatch.setattr(RC, "embedded_sessions", lambda names=RC.EMBEDDED: {"B": None})
-    monkeypatch.setattr(RC, "recompute_rows", lambda rs: [r["value"] for r in rs])
+    monkeypatch.setattr(RC, "recompute_rows", lambda rs, sessions=None: [r["value"] for r in rs])
 
     def child(cmd, env, check):  # the older code's recomputation, in rekey's child process
         assert env["CATLIB_CODE_ROOT"] == str(tree)
