@@ -7,7 +7,8 @@
     python -m catlib evaluate --benchmark openclip --model-name ViT-B-32 --checkpoint-root DIR --data-root DIR ...
     python -m catlib diagnose --benchmark tiny --json
 
-``evaluate`` prints per-task and average accuracy (%, JSON keys ``method``, ``per_task``, ``average``).
+``evaluate`` prints per-task and average scores in points (JSON keys ``method``, ``per_task``, ``metrics``: what
+each task's number measures, e.g. ``"accuracy"`` or ``"Matthews correlation"``, ``average``).
 ``pretrained``, ``individual`` and ``mtl`` are accepted as method names for the reference rows. Every
 hyperparameter of every method is a flag (``--alpha``, ``--c``, ``--lam``, ``--k``, ``--merge-func``, ...); only
 those of the chosen method may be given, and those not given take ``catlib.merge``'s defaults. ``diagnose``
@@ -64,12 +65,12 @@ def _usage_problem(a) -> Optional[str]:
     dup = sorted({t for t in a.tasks or [] if a.tasks.count(t) > 1})
     if dup:
         return f"--tasks names {dup} more than once; give each task once"
-    from .benchmarks import NEEDS_ROOTS
+    from .benchmarks import NEEDS_ROOTS, ZOOS
 
-    if a.benchmark not in NEEDS_ROOTS and (a.data_root or (a.checkpoint_root and not a.benchmark.startswith("tiny"))):
+    if a.benchmark not in NEEDS_ROOTS and (a.data_root or (a.checkpoint_root and a.benchmark not in ZOOS)):
         return (
-            f"--benchmark {a.benchmark} is embedded: it reads no --data-root, and --checkpoint-root only as a tiny "
-            "zoo folder; leave them out"
+            f"--benchmark {a.benchmark} is embedded: it reads no --data-root, and --checkpoint-root only as the "
+            "folder of a built zoo (tiny, tiny-large, glue-tiny); leave them out"
         )
     return None
 
@@ -171,7 +172,7 @@ def _benchmark_kwargs(a) -> Dict[str, Any]:
     kw: Dict[str, Any] = {"device": a.device}
     if a.tasks:
         kw["tasks"] = a.tasks
-    from .benchmarks import NEEDS_ROOTS
+    from .benchmarks import NEEDS_ROOTS, ZOOS
 
     if a.benchmark in NEEDS_ROOTS:
         if not a.checkpoint_root or not a.data_root:
@@ -180,22 +181,24 @@ def _benchmark_kwargs(a) -> Dict[str, Any]:
             raise SystemExit("--benchmark openclip needs --model-name (e.g. ViT-B-32)")
         if a.benchmark != "openclip" and a.model_name:
             raise SystemExit(f"--model-name is for --benchmark openclip; {a.benchmark} fixes its architecture")
-        kw.update(checkpoint_root=a.checkpoint_root, data_root=a.data_root, trust_pickle=a.trust_pickle)
+        kw.update(checkpoint_root=a.checkpoint_root, data_root=a.data_root)
         if a.batch_size:
             kw["batch_size"] = a.batch_size
-        if a.no_amp:
-            kw["amp"] = False
-        for name in ("layout", "openclip_weights", "cache_dir", "model_name", "quick_gelu"):
-            if getattr(a, name) is not None:
-                kw[name] = getattr(a, name)
-    elif a.benchmark.startswith("tiny") and a.checkpoint_root:  # a tiny zoo folder, as the notebooks take it
+        if a.benchmark != "roberta-glue":  # the CLIP loaders' own options
+            kw["trust_pickle"] = a.trust_pickle
+            if a.no_amp:
+                kw["amp"] = False
+            for name in ("layout", "openclip_weights", "cache_dir", "model_name", "quick_gelu"):
+                if getattr(a, name) is not None:
+                    kw[name] = getattr(a, name)
+    elif a.benchmark in ZOOS and a.checkpoint_root:  # a built zoo's folder, as the notebooks take it
         kw["root"] = a.checkpoint_root
     return kw
 
 
 def evaluate_command(a) -> Dict[str, Any]:
     from .benchmarks import load_benchmark
-    from .benchmarks.evaluate import average, evaluate
+    from .benchmarks.evaluate import average, evaluate, metric_names
     from .merge.registry import get_method
     from .protocol import REFERENCE, Session
 
@@ -233,6 +236,7 @@ def evaluate_command(a) -> Dict[str, Any]:
         "hyperparameters": used,
         "exemplars": n_exemplars,  # training examples per task its statistics came from (None: a data-free method)
         "per_task": {t: round(v, 4) for t, v in per_task.items()},
+        "metrics": metric_names(bench, list(per_task)),  # what each per-task number measures (points)
         "average": round(average(per_task), 4),
     }
 
@@ -319,7 +323,7 @@ def _print_result(a, out: Dict[str, Any]) -> None:
     else:
         print(f"{out['method']} on {out['benchmark']} ({out['split']}), hyperparameters {out['hyperparameters']}")
         for t, v in out["per_task"].items():
-            print(f"  {t:<14} {v:6.2f}")
+            print(f"  {t:<14} {v:6.2f}  {out['metrics'][t]}")
         print(f"  {'average':<14} {out['average']:6.2f}")
 
 

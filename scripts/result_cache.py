@@ -158,6 +158,18 @@ def recompute_state(row: dict, sessions: dict) -> dict:
 
 
 REKEYABLE_STATES = ("pretrained", "mtl", "individual")  # state entries rekey can recompute from the weights alone
+TEST_TIME_SAMPLE = 1  # test-time entries rekey recomputes per method: one AdaMerging run takes minutes on 2 cores
+
+
+def recompute_testtime(row: dict, sessions: dict) -> dict:
+    """Per-task accuracy of a bundled ``testtime`` entry (AdaMerging, Surgery), re-adapted with no cache."""
+    k = row["key"]
+    return sessions[k["bench"]].test_time(k["method"], k["hparams"], k["tasks"], k["split"], k["seed"])["accuracy"]
+
+
+def accuracy_of(row: dict) -> dict:
+    """The per-task accuracy a bundled entry stores (a ``testtime`` entry keeps it beside its seconds and λ)."""
+    return row["value"]["accuracy"] if row["kind"] == "testtime" else row["value"]
 
 
 def revision_tree(rev: str, dest: Path) -> Path:
@@ -177,10 +189,12 @@ def revision_tree(rev: str, dest: Path) -> Path:
 
 
 def recompute_rows(rows: list, sessions: Optional[dict] = None) -> list:
-    """Per-task accuracies of bundled ``run`` / reference ``state`` rows, recomputed with no cache by the catlib
-    this process imports (``sessions``: :func:`embedded_sessions` of that catlib, loaded when not given)."""
+    """Per-task accuracies of bundled ``run`` / reference ``state`` / ``testtime`` rows, recomputed with no cache
+    by the catlib this process imports (``sessions``: :func:`embedded_sessions` of that catlib, loaded when not
+    given)."""
     sessions = embedded_sessions() if sessions is None else sessions
-    return [(recompute if r["kind"] == "run" else recompute_state)(r, sessions) for r in rows]
+    how = {"run": recompute, "state": recompute_state, "testtime": recompute_testtime}
+    return [how[r["kind"]](r, sessions) for r in rows]
 
 
 def rekey(rev: str, per_method: int, tolerance: float, drop=(), bundle: Path = BUNDLE) -> int:
@@ -193,8 +207,9 @@ def rekey(rev: str, per_method: int, tolerance: float, drop=(), bundle: Path = B
     this checkout's; they must agree within ``tolerance`` points per task (0: identical), else nothing is written.
     (Against the bundled values they may differ where another CPU computed them, as AWD's 300 Adam steps do by a
     few tenths; that is printed, not judged.) A sample cannot prove a change neutral: ``--drop`` every method the
-    change is meant to alter. Rekeyed: ``run`` entries of the verified methods not in ``drop``, and the θ0 / expert
-    / MTL rows. Dropped (recomputed by the next notebook run): every other kind (premise, conflict, AWD
+    change is meant to alter. Rekeyed: ``run`` entries of the verified methods not in ``drop``, the θ0 / expert
+    / MTL rows, and the test-time runs (AdaMerging, Surgery; :data:`TEST_TIME_SAMPLE` recomputed per method, as
+    each takes minutes). Dropped (recomputed by the next notebook run): every other kind (premise, conflict, AWD
     diagnostics), the methods in ``drop``, and any method with no entry on an embedded benchmark to verify on."""
     import subprocess
     import tempfile
@@ -214,8 +229,8 @@ def rekey(rev: str, per_method: int, tolerance: float, drop=(), bundle: Path = B
             return 0
 
         def group(r):
-            if r["kind"] == "run" and r["key"]["method"] not in drop:
-                return "run " + r["key"]["method"]
+            if r["kind"] in ("run", "testtime") and r["key"]["method"] not in drop:
+                return f"{r['kind']} {r['key']['method']}"
             label = r["key"].get("label", "").split("/")[0] if r["kind"] == "state" else ""
             return f"state {label}" if label in REKEYABLE_STATES else None
 
@@ -225,7 +240,8 @@ def rekey(rev: str, per_method: int, tolerance: float, drop=(), bundle: Path = B
             if group(r) is not None and r["key"]["bench"] in sessions:
                 groups.setdefault(group(r), []).append(r)
         rng = random.Random(sha(old)[:16])
-        sample = [(g, r) for g in sorted(groups) for r in rng.sample(groups[g], min(per_method, len(groups[g])))]
+        size = lambda g: min(TEST_TIME_SAMPLE if g.startswith("testtime") else per_method, len(groups[g]))  # noqa: E731
+        sample = [(g, r) for g in sorted(groups) for r in rng.sample(groups[g], size(g))]
         todo, done = Path(tmp) / "sample.json", Path(tmp) / "old.json"
         todo.write_text(json.dumps([r for _, r in sample]))
         t = time.perf_counter()
@@ -246,7 +262,7 @@ def rekey(rev: str, per_method: int, tolerance: float, drop=(), bundle: Path = B
     worst, failed = 0.0, 0
     for (g, r), a, b in zip(sample, before, after):
         diff = max(abs(a[task] - b[task]) for task in a)
-        bundled = max(abs(b[task] - r["value"][task]) for task in b)
+        bundled = max(abs(b[task] - accuracy_of(r)[task]) for task in b)
         worst, failed = max(worst, diff), failed + (diff > tolerance)
         print(
             f"[result-cache] {'DIFFERS' if diff > tolerance else 'ok':7s} {g} ({r['key']['split']}): "

@@ -61,6 +61,7 @@ def test_evaluate_json_contract_subprocess():
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
     assert res["method"] == "task_arithmetic" and set(res["per_task"]) == set(tasks)
+    assert res["metrics"] == {t: "accuracy" for t in tasks}  # what each number measures
     assert res["average"] == pytest.approx(sum(res["per_task"].values()) / 2, abs=1e-3)
     assert res["hyperparameters"]["alpha"] == 0.3
     merged = catlib.merge("task_arithmetic", bench.pretrained, bench.finetuned_list(tasks), alpha=0.3)

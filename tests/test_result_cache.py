@@ -91,18 +91,25 @@ def _rekey_setup(tmp_path, monkeypatch, old_side):
         {"kind": "run", "key": {**key, "what": "run", "method": "ties", "hparams": {}}, "value": {"a": 50.0}},
         {"kind": "run", "key": {**key, "what": "run", "method": "pcb", "hparams": {}}, "value": {"a": 60.0}},
         {"kind": "premise", "key": {**key, "what": "premise", "method": "cat"}, "value": {"x": 1}},
+        {
+            "kind": "testtime",
+            "key": {**key, "what": "testtime", "method": "adamerging", "hparams": {}, "seed": 0},
+            "value": {"accuracy": {"a": 40.0}, "seconds": 3.0, "coefficients": [0.3]},
+        },
     ]
     bundle = tmp_path / "b.jsonl.xz"
     bundle.write_bytes(lzma.compress(("\n".join(json.dumps(r) for r in rows) + "\n").encode()))
     monkeypatch.setattr(RC, "revision_tree", lambda rev, dest: tree)
     monkeypatch.setattr(RC, "embedded_sessions", lambda names=RC.EMBEDDED: {"B": None})
-    monkeypatch.setattr(RC, "recompute_rows", lambda rs, sessions=None: [r["value"] for r in rs])
+    monkeypatch.setattr(RC, "recompute_rows", lambda rs, sessions=None: [RC.accuracy_of(r) for r in rs])
 
     def child(cmd, env, check):  # the older code's recomputation, in rekey's child process
         assert env["CATLIB_CODE_ROOT"] == str(tree)
         out = Path(cmd[cmd.index("--out") + 1])
         out.write_text(
-            json.dumps([old_side(r["value"]) for r in json.loads(Path(cmd[cmd.index("--rows") + 1]).read_text())])
+            json.dumps(
+                [old_side(RC.accuracy_of(r)) for r in json.loads(Path(cmd[cmd.index("--rows") + 1]).read_text())]
+            )
         )
         return subprocess.CompletedProcess(cmd, 0)
 
@@ -114,7 +121,11 @@ def test_rekey_carries_over_only_results_both_codes_compute_identically(tmp_path
     bundle, old = _rekey_setup(tmp_path, monkeypatch, lambda v: v)
     assert RC.rekey("OLD", 2, 0.0, drop=("pcb",), bundle=bundle) == 0
     rows = RC.read(bundle)
-    assert [(r["key"]["method"], r["key"]["code"]) for r in rows] == [("ties", RC.code_fingerprint(()))]
+    assert [(r["kind"], r["key"]["method"], r["key"]["code"]) for r in rows] == [
+        ("run", "ties", RC.code_fingerprint(())),
+        ("testtime", "adamerging", RC.code_fingerprint(())),
+    ]
+    assert rows[1]["value"]["seconds"] == 3.0  # carried whole: accuracy, seconds and λ
     assert old != RC.code_fingerprint(())  # the premise entry (not recomputable here) and the dropped pcb are gone
 
 
@@ -123,3 +134,13 @@ def test_rekey_writes_nothing_when_the_codes_disagree(tmp_path, monkeypatch):
     before = bundle.read_bytes()
     assert RC.rekey("OLD", 2, 0.0, bundle=bundle) == 1
     assert bundle.read_bytes() == before
+
+
+def test_a_test_time_entry_is_recomputed_from_its_key(tmp_path):
+    """rekey's recomputation of a bundled AdaMerging run (kind "testtime") gives the accuracy the run cached."""
+    S = Session(load_benchmark("control"), cache=ResultCache(tmp_path))
+    r = S.test_time("adamerging", {"granularity": "task", "steps": 2}, split="val")
+    (path,) = (tmp_path / "testtime").glob("*.json")
+    row = {"kind": "testtime", **json.loads(path.read_text())}
+    assert RC.accuracy_of(row) == r["accuracy"]
+    assert RC.recompute_rows([row], {S.fingerprint: Session(S.bench, cache=None)}) == [r["accuracy"]]

@@ -196,3 +196,43 @@ def test_every_page_shows_the_verdicts_of_the_committed_results():
         assert shown == ([want] if want else []), path.name
         if want:
             assert "verdicts" in cells[1].get("metadata", {}).get("tags", []), f"{path.name}: not at the top"
+
+
+def test_claims_judge_table7_and_the_test_time_cost(tmp_path, monkeypatch):
+    """Table 7's two claims (CAT against task-wise AdaMerging and ++) come from the Table 7 page's per-seed averages,
+    and the cost claim against AdaMerging from the cost page's extrapolated full run and CAT's repeated timings."""
+    monkeypatch.setenv("CATLIB_RESULTS_DIR", str(tmp_path))
+    per = lambda base, step: {str(s): base + step * s for s in range(3)}  # noqa: E731
+    _write(
+        tmp_path,
+        "table7_testtime",
+        {
+            "avg_per_seed": {
+                "CAT Merging": per(60.0, 1.0),
+                "TW AdaMerging": per(55.0, 1.1),
+                "TW AdaMerging++": {"0": 60.5, "1": 60.6, "2": 61.5},
+            }
+        },
+        {"benchmark": "tiny", "seeds": [0, 1, 2], "zoos": 3},
+    )
+    _write(
+        tmp_path,
+        "cost",
+        {
+            "seconds": {"cat": 2.0, "pcb": 1.0, "tatr": 10.0},
+            "seconds_per_repeat": {"cat": [2.0, 2.2, 2.1], "pcb": [1.0, 1.1, 1.2], "tatr": [10.0, 11.0, 10.5]},
+            "test_time_seconds": {"LW AdaMerging": 300.0},
+        },
+        {"benchmark": "tiny", "repeats": 3},
+    )
+    rows = {r["key"]: r for r in PC.claims()}
+    assert rows["testtime_adamerging"]["verdict"] == "reproduced"  # +5.0 minus 0.1 per seed: SE tiny
+    assert rows["testtime_adamergingpp"]["verdict"] == "inconclusive"  # −0.5, +0.4, +0.5
+    assert (
+        rows["testtime_adamerging"]["notebook"] == "table7_testtime" and "78.3" in rows["testtime_adamerging"]["paper"]
+    )
+    assert rows["cost_testtime"]["verdict"] == "reproduced" and "300 s" in rows["cost_testtime"]["ours"]
+    bl = PC.bottom_line(PC.claims(), pages="")
+    claim = "CAT beats TW AdaMerging, which adapts on the unlabelled test inputs (Table 7)"
+    assert bl.loc[claim, "page"] == "[Table 7](13_testtime.ipynb)" and bl.loc[claim, "verdict (tiny)"] == "reproduced"
+    assert not any("costs a small fraction" in c for c in bl.index)  # cost claims stay off the bottom line

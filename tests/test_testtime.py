@@ -83,3 +83,44 @@ def test_session_test_time_is_cached_and_reports_accuracy_seconds_and_coefficien
     assert len(list((tmp_path / "testtime").glob("*.json"))) == 1
     s = S.test_time("surgery", {"steps": 3}, split="val")
     assert sorted(s["accuracy"]) == sorted(S.bench.tasks)
+
+
+def test_cost_page_times_test_time_methods_live_with_a_fixed_part_and_a_cost_per_step(tmp_path):
+    """catlib.report.time_test_time: one live run per step count (never cached), seconds growing with the steps,
+    the peak memory sampled; per_step_cost splits it; Table 7's rows name their Table 9 column."""
+    from catlib import report as R
+
+    S = Session(catlib.load_benchmark("control"), cache=ResultCache(tmp_path))
+    df = R.time_test_time(S, "adamerging", {"granularity": "task"}, steps=[1, 4], split="val")
+    assert list(df.index) == [1, 4] and (df["seconds"] > 0).all() and df["peak_rss_mb"].notna().all()
+    assert df.loc[4, "seconds"] > df.loc[1, "seconds"]
+    fit = R.per_step_cost(df, "seconds")
+    assert fit["per_step_s"] > 0 and fit["setup_s"] + 4 * fit["per_step_s"] == pytest.approx(df.loc[4, "seconds"])
+    assert not (tmp_path / "testtime").exists()  # a measurement, not a cached result
+    rows = R.test_time_rows(adamerging_steps=7, surgery_steps=9)
+    assert rows["LW AdaMerging++"] == ("adamerging", {"granularity": "layer", "plus": True, "steps": 7})
+    assert rows["Surgery Merging"] == ("surgery", {"steps": 9})
+    assert {n: R.paper_cost_column(n) for n in ("TW AdaMerging", "Surgery Merging")} == {
+        "TW AdaMerging": "AdaMerging",
+        "Surgery Merging": "TA w/ Surgery",
+    }
+    with pytest.raises(HyperparameterError):
+        R.time_test_time(S, "adamerging", {"granularity": "block"}, steps=[1], split="val")
+
+
+def test_adapting_leaves_the_callers_modules_as_they_were(inputs):
+    """AdaMerging and Surgery work on copies: the given encoder and heads keep their mode, their requires_grad
+    flags, their values and their .grad."""
+    inputs.module.train()
+    flags = [p.requires_grad for p in inputs.module.parameters()]
+    before = {k: v.clone() for k, v in inputs.module.state_dict().items()}
+    for h in inputs.heads:
+        h.train()
+    grads = [None if p.grad is None else p.grad.clone() for h in inputs.heads for p in h.parameters()]
+    adamerging(inputs, granularity="task", steps=2)
+    surgery(inputs, steps=2)
+    assert inputs.module.training and all(h.training for h in inputs.heads)
+    assert [p.requires_grad for p in inputs.module.parameters()] == flags
+    assert all(torch.equal(v, before[k]) for k, v in inputs.module.state_dict().items())
+    after = [p.grad for h in inputs.heads for p in h.parameters()]
+    assert all((a is None and b is None) or torch.equal(a, b) for a, b in zip(grads, after))  # no gradient added

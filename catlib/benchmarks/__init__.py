@@ -23,12 +23,18 @@ _BENCHMARKS: Dict[str, str] = {
     "vit-l-14": "catlib.benchmarks.clip:load_vit_l_14",
     "control": "catlib.benchmarks.control:load_control",  # CAT's premise by construction, and its twin without
     "control-shared": "catlib.benchmarks.control:load_control_shared",
+    "roberta-glue": "catlib.benchmarks.roberta_glue:load_roberta_glue",  # Table 3: roberta-base experts on GLUE
+    "glue-tiny": "catlib.benchmarks.glue_tiny.benchmark:load_glue_tiny",  # Table 3's embedded stand-in
 }
 
 
 # The benchmarks built from checkpoints and datasets on the user's disk: they need checkpoint_root and data_root.
 # Every other one is embedded (the tiny zoos ship in data/tiny/, the controls are generated at load time).
-NEEDS_ROOTS = ("openclip", "vit-b-32", "vit-b-16", "vit-l-14")
+NEEDS_ROOTS = ("openclip", "vit-b-32", "vit-b-16", "vit-l-14", "roberta-glue")
+
+
+# The embedded benchmarks shipped as a built zoo: their checkpoint_root (optional) is the zoo's folder (``root=``).
+ZOOS = ("tiny", "tiny-large", "glue-tiny")
 
 
 def benchmark_names() -> List[str]:
@@ -56,6 +62,7 @@ __all__ = [
     "SPLITS",
     "StateDict",
     "NEEDS_ROOTS",
+    "ZOOS",
     "load_benchmark",
     "benchmark_names",
     "check_tasks",

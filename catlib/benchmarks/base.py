@@ -9,19 +9,24 @@ Conventions
 * State dicts are the *encoder's* (open_clip ``VisionTransformer`` keys such as ``conv1.weight``,
   ``transformer.resblocks.0.attn.in_proj_weight``), fp32 on CPU.
 * A head maps encoder features ``(B, D)`` to logits ``(B, C_task)``; heads are frozen and shared by all models.
-* Images are float tensors ``(B, 3, H, W)`` already preprocessed for the encoder.
+* Images are float tensors ``(B, 3, H, W)`` already preprocessed for the encoder; text comes as token batches, a
+  mapping with ``input_ids`` and ``attention_mask`` ``(B, T)`` (:mod:`catlib.core.inputs`), given to the encoder as
+  keyword arguments.
+* Each task reports one number in points (:meth:`Benchmark.metric`, default top-1 accuracy) and says what its
+  head outputs (:meth:`Benchmark.loss`: class logits, or one regression value).
 * Splits are ``"train"``, ``"val"`` and ``"test"``. Hyperparameters are chosen on ``"val"``, reported on ``"test"``;
   exemplars for data-dependent merges come from ``"train"``.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from ..core.checks import check_tasks
+from .metrics import accuracy
 
 StateDict = Dict[str, torch.Tensor]
 SPLITS = ("train", "val", "test")
@@ -71,6 +76,17 @@ class Benchmark:
 
     def class_names(self, task: str) -> List[str]:
         raise NotImplementedError
+
+    # --- what a task reports ---------------------------------------------------------------------------------------
+    def metric(self, task: str) -> Tuple[str, Callable]:
+        """The name of the number ``task`` reports and the function computing it (points) from the predictions
+        and the labels: top-1 accuracy unless a benchmark says otherwise (GLUE's Matthews, F1, correlations)."""
+        return "accuracy", accuracy
+
+    def loss(self, task: str) -> str:
+        """What ``task``'s head outputs (:data:`catlib.core.stats.LOSSES`): ``"classification"`` (class logits,
+        predictions by argmax) or ``"regression"`` (one value per example, ``(B, 1)``)."""
+        return "classification"
 
     # --- conveniences shared by all benchmarks -------------------------------------------------------------------
     def finetuned_list(self, tasks: Optional[Sequence[str]] = None) -> List[StateDict]:

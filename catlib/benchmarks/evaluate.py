@@ -1,19 +1,21 @@
-"""Accuracy per task: the one place where catlib measures accuracy.
+"""Scores per task: the one place where catlib measures a model.
 
 ``evaluate(benchmark, state_dict)`` loads the state dict into the benchmark's encoder, runs each task's split through
-encoder + that task's frozen head, and returns top-1 accuracy in percent per task.
+encoder + that task's frozen head, and returns each task's number in points: top-1 accuracy, or the metric the
+benchmark names for the task (:meth:`~catlib.benchmarks.base.Benchmark.metric`, e.g. GLUE's Matthews correlation).
 """
 
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from .base import Benchmark, SPLITS, StateDict
 from ..core.checks import check_batch_size
+from ..core.inputs import forward, to_device
 from ..core.progress import progress
 
 
@@ -46,14 +48,40 @@ def accuracy(
     correct = total = 0
     ctx = torch.autocast(device.type, dtype=torch.float16) if (amp and device.type == "cuda") else nullcontext()
     for x, y in progress(loader, desc=desc, leave=False):
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x, y = to_device(x, device, non_blocking=True), y.to(device, non_blocking=True)
         with ctx:
-            logits = head(encoder(x))
+            logits = head(forward(encoder, x))
         correct += (logits.float().argmax(dim=1) == y).sum().item()
         total += y.numel()
     if total == 0:
         raise ValueError(f"empty evaluation split ({desc})")
     return 100.0 * correct / total
+
+
+@torch.no_grad()
+def predict(
+    encoder: nn.Module,
+    head: nn.Module,
+    loader,
+    device: torch.device,
+    loss: str = "classification",
+    amp: bool = False,
+    desc: Optional[str] = None,
+) -> Tuple[list, list]:
+    """(predictions, labels) of ``head(encoder(x))`` over ``loader``, whose inputs are tensors or token batches:
+    the argmax class, or for ``loss="regression"`` the head's one output value."""
+    encoder.eval()
+    head = head.to(device).eval()
+    ctx = torch.autocast(device.type, dtype=torch.float16) if (amp and device.type == "cuda") else nullcontext()
+    pred, gold = [], []
+    for x, y in progress(loader, desc=desc, leave=False):
+        with ctx:
+            out = head(forward(encoder, to_device(x, device, non_blocking=True))).float()
+        pred += (out[:, 0] if loss == "regression" else out.argmax(dim=1)).cpu().tolist()
+        gold += y.tolist()
+    if not gold:
+        raise ValueError(f"empty evaluation split ({desc})")
+    return pred, gold
 
 
 def evaluate(
@@ -66,7 +94,7 @@ def evaluate(
     encoder: Optional[nn.Module] = None,
     heads: Optional[Mapping[str, nn.Module]] = None,
 ) -> Dict[str, float]:
-    """Per-task top-1 accuracy (%) of one encoder state dict on ``split``.
+    """Per-task score (points: top-1 accuracy, or the task's own metric) of one encoder state dict on ``split``.
 
     ``state_dict`` defaults to θ0. ``tasks`` defaults to ``benchmark.tasks`` (pass other task names to test on tasks
     that were not merged, as Table 8 does). ``encoder`` may be given to reuse one module across calls. ``heads``
@@ -84,15 +112,19 @@ def evaluate(
     enc.to(benchmark.device).eval()
     out: Dict[str, float] = {}
     for t in benchmark._check_tasks(tasks):
-        out[t] = accuracy(
-            enc,
-            (heads or {}).get(t, benchmark.heads[t]),
-            benchmark.loader(t, split, batch_size),
-            benchmark.device,
-            amp=amp,
-            desc=f"eval {t}/{split}",
-        )
+        head, loader = (heads or {}).get(t, benchmark.heads[t]), benchmark.loader(t, split, batch_size)
+        name, fn = benchmark.metric(t)
+        loss = benchmark.loss(t)
+        if name == "accuracy" and loss == "classification":  # counted on the fly, no list of predictions
+            out[t] = accuracy(enc, head, loader, benchmark.device, amp=amp, desc=f"eval {t}/{split}")
+        else:
+            out[t] = float(fn(*predict(enc, head, loader, benchmark.device, loss, amp, f"eval {t}/{split}")))
     return out
+
+
+def metric_names(benchmark: Benchmark, tasks: Optional[Sequence[str]] = None) -> Dict[str, str]:
+    """Task → the name of the number :func:`evaluate` reports for it (e.g. ``"Matthews correlation"``)."""
+    return {t: benchmark.metric(t)[0] for t in benchmark._check_tasks(tasks)}
 
 
 def average(per_task: Dict[str, float]) -> float:

@@ -8,6 +8,7 @@ from typing import Any, List, Optional, Sequence
 import torch
 
 from .errors import NonFiniteError
+from .inputs import check_inputs, is_mapping
 
 
 def check_tasks(tasks: Any, what: str = "tasks") -> Optional[List[str]]:
@@ -45,9 +46,15 @@ def check_batch_size(batch_size: Any) -> Optional[int]:
     return int(batch_size)
 
 
-def check_exemplar_inputs(x: torch.Tensor, name: str) -> None:
-    """An exemplar batch's inputs ``x`` (examples along dim 0) hold at least one example and, when floating,
-    only finite values: an empty batch would give zero statistics and NaN ones a failing eigensolver."""
+def check_exemplar_inputs(x, name: str) -> None:
+    """An exemplar batch's inputs ``x`` (a tensor with the examples along dim 0, or a token batch: a mapping of
+    such tensors, :mod:`catlib.core.inputs`) hold at least one example and, when floating, only finite values: an
+    empty batch would give zero statistics and NaN ones a failing eigensolver."""
+    check_inputs(x, name)
+    if is_mapping(x):
+        for k, v in x.items():
+            check_exemplar_inputs(v, f"{name}[{k!r}]")
+        return
     if x.dim() == 0 or x.shape[0] == 0:
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)}): pass at least one example per task")
     if x.is_floating_point() and not bool(torch.isfinite(x).all()):

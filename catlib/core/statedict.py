@@ -58,6 +58,23 @@ def _check_tensor(v: torch.Tensor, key: str, name: str) -> None:
         )
 
 
+def tied_keys(sd: Mapping[str, torch.Tensor]) -> Dict[str, str]:
+    """Keys whose tensor is the same memory as an earlier key's (tied weights, e.g. a masked-LM decoder that shares
+    the word embeddings), as ``{alias: first key}`` in the state dict's order: a merge treats them as one
+    parameter, merged once, and gives the alias the merged tensor of its first key."""
+    seen: Dict[tuple, str] = {}
+    out: Dict[str, str] = {}
+    for k, v in sd.items():
+        if not torch.is_tensor(v) or v.device.type == "meta" or v.numel() == 0:
+            continue
+        ident = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape), tuple(v.stride()), v.dtype)
+        if ident in seen:
+            out[k] = seen[ident]
+        else:
+            seen[ident] = k
+    return out
+
+
 def quick_digest(sd: Mapping[str, torch.Tensor], stride: int = 1009) -> str:
     """A cheap identity of a state dict (about 0.1% of its values read): keys, shapes, dtypes and, per floating
     tensor, the fp64 sum of every ``stride``-th entry. Tells another model or another task's expert apart (they

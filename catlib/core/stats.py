@@ -13,9 +13,15 @@ task k's exemplars, and hooks record, per parameter:
 * everything else is ``"shift"`` (1-D: biases, LayerNorm shifts, class embedding) or ``"other"`` (embeddings and
   2-D tensors without a hooked input).
 
+Token batches (a mapping with ``input_ids`` and ``attention_mask``, :mod:`catlib.core.inputs`) run as
+``module(**batch)``; a hooked input laid out ``(B, T, d)`` keeps only the rows of real tokens (``attention_mask``
+1): padding enters no Gram matrix and no moment.
+
 Gram matrices are streamed (:class:`Gram`): while fewer rows than columns were seen, the rows themselves are kept
 (a thin factor, exact and cheaper); past that the dense d × d sum is kept. Memory is O(d²) per layer, never all
-tokens. Fisher diagonals and mean absolute gradients need a loss, i.e. one head per task (features → logits).
+tokens. Fisher diagonals and mean absolute gradients need a loss, i.e. one head per task (features → logits), and
+what its output means (``losses``): class logits (cross-entropy) or one regression value (squared error, the
+Fisher of a unit-variance Gaussian).
 
 Orientation: every weight is handled as PyTorch stores a linear map, (out, in); the paper's ``T`` (in, out) is
 our ``τᵀ``. ``LayerInfo.transposed`` marks parameters stored (in, out) (open_clip ``proj``).
@@ -33,10 +39,12 @@ from torch import nn
 
 from .checks import check_batch_size, check_exemplar_inputs
 from .errors import MissingStatisticsError
+from .inputs import batch_len, forward, is_mapping, take, to_device, token_mask
 from .progress import progress
 from .statedict import StateDict, float_keys, quick_digest
 
 STAT_KINDS = ("gram", "norm_sq", "fisher", "grad_abs")
+LOSSES = ("classification", "regression")  # what a head's output is: class logits, or one regression value
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -159,6 +167,7 @@ class _Recorder:
     """Registers hooks on a module and accumulates Gram matrices and normalized second moments."""
 
     def __init__(self, module: nn.Module, info: Mapping[str, LayerInfo]):
+        self.mask: Optional[torch.Tensor] = None  # (B, T) bool of the batch running now: the tokens that count
         self.grams: Dict[str, Gram] = {}
         self.norm_sq: Dict[str, torch.Tensor] = {}
         self.counts: Dict[str, int] = {}
@@ -176,15 +185,21 @@ class _Recorder:
             if _is_openclip_vit(m) and (p + "proj") in info:
                 self.handles.append(m.ln_post.register_forward_hook(self._proj_hook(p + "proj", m)))
 
+    def _rows(self, X: torch.Tensor) -> torch.Tensor:
+        """``X`` (..., d) as rows (n, d), without padded tokens when ``X`` is laid out (B, T, d) like the mask."""
+        if self.mask is not None and X.dim() >= 3 and tuple(X.shape[:2]) == tuple(self.mask.shape):
+            X = X[self.mask]
+        return X.reshape(-1, X.shape[-1])
+
     def _add(self, key: str, X: torch.Tensor) -> None:
-        X = X.reshape(-1, X.shape[-1])
+        X = self._rows(X)
         if key not in self.grams:
             self.grams[key] = Gram(X.shape[-1])
         self.grams[key].add(X)
 
     def _linear_hook(self, key, d):
         def hook(mod, args):
-            self._add(key, args[0].reshape(-1, d))
+            self._add(key, args[0])
 
         return hook
 
@@ -213,7 +228,7 @@ class _Recorder:
     def _ln_hook(self, key, m: nn.LayerNorm):
         def hook(mod, args):
             x = args[0].float()
-            xhat = F.layer_norm(x, m.normalized_shape, None, None, m.eps).reshape(-1, m.weight.numel())
+            xhat = self._rows(F.layer_norm(x, m.normalized_shape, None, None, m.eps)).reshape(-1, m.weight.numel())
             self.norm_sq[key] = self.norm_sq.get(key, 0) + (xhat.double() ** 2).sum(0).cpu()
             self.counts[key] = self.counts.get(key, 0) + xhat.shape[0]
 
@@ -299,13 +314,14 @@ class Statistics:
         )
 
 
-def _split_exemplars(batch) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    if isinstance(batch, (tuple, list)) and len(batch) == 2 and torch.is_tensor(batch[0]):
+def _split_exemplars(batch) -> Tuple[object, Optional[torch.Tensor]]:
+    if isinstance(batch, (tuple, list)) and len(batch) == 2 and (torch.is_tensor(batch[0]) or is_mapping(batch[0])):
         return batch[0], batch[1]
-    if torch.is_tensor(batch):
+    if torch.is_tensor(batch) or is_mapping(batch):
         return batch, None
     raise TypeError(
-        f"each exemplar batch must be a Tensor of inputs or an (inputs, labels) pair, got {type(batch).__name__}"
+        "each exemplar batch must be a Tensor of inputs, a token batch (a mapping of tensors: input_ids, "
+        f"attention_mask), or an (inputs, labels) pair, got {type(batch).__name__}"
     )
 
 
@@ -327,14 +343,19 @@ def collect_statistics(
     batch_size: int = 64,
     seed: int = 0,
     device: Optional[torch.device] = None,
+    losses: Optional[Sequence[str]] = None,
 ) -> Statistics:
     """Run each expert on its task's exemplars and collect the statistics named in ``needs``.
 
     module: the architecture (its weights are never touched: a copy is used). pretrained/finetuned: state dicts
-    whose keys are ``module.state_dict()``'s. exemplars: one batch per task, a tensor of inputs or (inputs,
+    whose keys are ``module.state_dict()``'s. exemplars: one batch per task, inputs (a tensor, or a token batch:
+    a mapping with ``input_ids`` and ``attention_mask``, padding excluded from the statistics) or (inputs,
     labels). heads: one module per task mapping ``module``'s output to logits (needed for "fisher" and
-    "grad_abs"). expert_scale: features come from θ0 + expert_scale·τ_k. fisher_estimator: "sampled" (true
-    Fisher, one label drawn from the model's prediction per example), "exact" (expectation over all classes) or
+    "grad_abs"); ``losses`` says per task what a head's output is (:data:`LOSSES`, default every task
+    "classification"): class logits (cross-entropy) or ``(B, 1)`` regression values (squared error, targets as
+    floats). expert_scale: features come from θ0 + expert_scale·τ_k. fisher_estimator: "sampled" (true Fisher,
+    one label drawn from the model's prediction per example; for regression a target drawn from N(prediction,
+    1)), "exact" (the expectation: over all classes; for regression the squared gradient of the prediction) or
     "empirical" (given labels).
     """
     needs = tuple(needs)
@@ -351,6 +372,9 @@ def collect_statistics(
         raise ValueError("batch_size must be a whole number ≥ 1, got None")
     if ("fisher" in needs or "grad_abs" in needs) and (heads is None or len(heads) != len(finetuned)):
         raise ValueError("Fisher and gradient statistics need one head per task (heads=[...])")
+    losses = ["classification"] * len(finetuned) if losses is None else list(losses)
+    if len(losses) != len(finetuned) or any(v not in LOSSES for v in losses):
+        raise ValueError(f"losses must name one of {LOSSES} per fine-tuned model ({len(finetuned)}), got {losses}")
     model = copy.deepcopy(module)
     device = device or next(model.parameters()).device
     model.to(device).eval()
@@ -367,7 +391,7 @@ def collect_statistics(
     for t, (ft, batch) in enumerate(progress(list(zip(finetuned, exemplars)), desc="statistics")):
         x, y = _split_exemplars(batch)
         check_exemplar_inputs(x, f"exemplars[{t}]")
-        x = x.to(device)
+        x = to_device(x, device)
         if "gram" in needs or "norm_sq" in needs:
             if expert_scale == 1.0:
                 _load(model, ft)
@@ -384,8 +408,10 @@ def collect_statistics(
             rec = _Recorder(model, info)
             try:
                 with torch.no_grad():
-                    for s in range(0, x.shape[0], batch_size):
-                        model(x[s : s + batch_size])
+                    for s in range(0, batch_len(x), batch_size):
+                        xb = take(x, slice(s, s + batch_size))
+                        rec.mask = token_mask(xb)
+                        forward(model, xb)
             finally:
                 rec.remove()
             stats.grams.append(rec.grams)
@@ -393,7 +419,7 @@ def collect_statistics(
             stats.counts.append(rec.counts)
         if "fisher" in needs:
             _load(model, ft)
-            stats.fisher.append(_fisher(model, heads[t].to(device), x, y, fisher_estimator, seed + t))
+            stats.fisher.append(_fisher(model, heads[t].to(device), x, y, fisher_estimator, seed + t, losses[t]))
         if "grad_abs" in needs:
             if y is None:
                 raise ValueError(
@@ -401,11 +427,31 @@ def collect_statistics(
                     "labels) pairs, or use the method's zero-shot variant"
                 )
             _load(model, pretrained)
-            stats.grad_abs.append(_grad_abs(model, heads[t].to(device), x, y.to(device)))
+            stats.grad_abs.append(_grad_abs(model, heads[t].to(device), x, y.to(device), losses[t]))
     return stats
 
 
-def _fisher(model, head, x, y, estimator: str, seed: int) -> StateDict:
+def _terms(out: torch.Tensor, y, i: int, estimator: str, loss: str, gen: torch.Generator) -> list:
+    """One example's Fisher terms ``[(scalar, weight), ...]``: the squared gradient of each scalar, weighted,
+    summed over the terms, is the example's Fisher diagonal. ``out``: the head's output (1, classes) or (1, 1)."""
+    if loss == "regression":
+        if out.shape[-1] != 1:
+            raise ValueError(f"a regression head must output one value per example, got {out.shape[-1]}")
+        f = out[0, 0]
+        if estimator == "exact":  # E_y[((y − f)∇f)²] = ∇f² for y ~ N(f, 1)
+            return [(f, 1.0)]
+        target = f.detach() + torch.randn((), generator=gen) if estimator == "sampled" else float(y[i])
+        return [(0.5 * (target - f) ** 2, 1.0)]
+    logp = F.log_softmax(out, dim=-1)[0]
+    if estimator == "exact":
+        probs = logp.detach().exp()
+        return [(-logp[c], float(probs[c])) for c in range(logp.numel())]
+    if estimator == "sampled":
+        return [(-logp[int(torch.multinomial(logp.detach().exp().cpu(), 1, generator=gen))], 1.0)]
+    return [(-logp[int(y[i])], 1.0)]
+
+
+def _fisher(model, head, x, y, estimator: str, seed: int, loss: str = "classification") -> StateDict:
     if estimator not in ("sampled", "exact", "empirical"):
         raise ValueError(f"fisher_estimator must be 'sampled', 'exact' or 'empirical', got {estimator!r}")
     if estimator == "empirical" and y is None:
@@ -413,32 +459,31 @@ def _fisher(model, head, x, y, estimator: str, seed: int) -> StateDict:
     gen = torch.Generator().manual_seed(seed)
     params = {k: p.requires_grad_(True) for k, p in model.named_parameters()}
     acc = {k: torch.zeros_like(p, dtype=torch.float32, device="cpu") for k, p in params.items()}
-    for i in range(x.shape[0]):
-        logp = F.log_softmax(head(model(x[i : i + 1])).float(), dim=-1)[0]
-        if estimator == "exact":
-            probs = logp.detach().exp()
-            terms = [(c, float(probs[c])) for c in range(logp.numel())]
-        elif estimator == "sampled":
-            terms = [(int(torch.multinomial(logp.detach().exp().cpu(), 1, generator=gen)), 1.0)]
-        else:
-            terms = [(int(y[i]), 1.0)]
-        for j, (c, w) in enumerate(terms):
+    n = batch_len(x)
+    for i in range(n):
+        terms = _terms(head(forward(model, take(x, slice(i, i + 1)))).float(), y, i, estimator, loss, gen)
+        for j, (value, w) in enumerate(terms):
             grads = torch.autograd.grad(
-                -logp[c], list(params.values()), retain_graph=j < len(terms) - 1, allow_unused=True
+                value, list(params.values()), retain_graph=j < len(terms) - 1, allow_unused=True
             )
             for (k, _), g in zip(params.items(), grads):
                 if g is not None:
                     acc[k] += w * g.detach().float().cpu() ** 2
-    return {k: v / x.shape[0] for k, v in acc.items()}
+    return {k: v / n for k, v in acc.items()}
 
 
-def _grad_abs(model, head, x, y) -> StateDict:
+def _grad_abs(model, head, x, y, loss: str = "classification") -> StateDict:
     params = {k: p.requires_grad_(True) for k, p in model.named_parameters()}
     acc = {k: torch.zeros_like(p, dtype=torch.float32, device="cpu") for k, p in params.items()}
-    for i in range(x.shape[0]):
-        loss = F.cross_entropy(head(model(x[i : i + 1])).float(), y[i : i + 1])
-        grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
+    n = batch_len(x)
+    for i in range(n):
+        out = head(forward(model, take(x, slice(i, i + 1)))).float()
+        if loss == "regression":
+            value = F.mse_loss(out[:, 0], y[i : i + 1].float())
+        else:
+            value = F.cross_entropy(out, y[i : i + 1])
+        grads = torch.autograd.grad(value, list(params.values()), allow_unused=True)
         for (k, _), g in zip(params.items(), grads):
             if g is not None:
                 acc[k] += g.detach().float().abs().cpu()
-    return {k: v / x.shape[0] for k, v in acc.items()}
+    return {k: v / n for k, v in acc.items()}

@@ -51,12 +51,15 @@ def pcb(
     lo = kth_largest_abs(absrows, [max(1, D - int(math.floor(clamp * D)))] * K)
     span = (hi - lo).clamp_min(1e-30)
 
+    def clamped(t, shape):
+        """a = clamp(|τ|, lo, hi) per task row, (K, *shape)."""
+        return torch.minimum(torch.maximum(t.abs(), lo.view(shape)), hi.view(shape))
+
     def balance(key):
         """β = β_intra ⊙ β_inter of one key, (K, *shape)."""
         t = stacked(vectors, key)
         shape = (K,) + (1,) * (t.dim() - 1)
-        a = torch.minimum(torch.maximum(t.abs(), lo.view(shape)), hi.view(shape))
-        na = (a - lo.view(shape)) / span.view(shape)
+        na = (clamped(t, shape) - lo.view(shape)) / span.view(shape)
         n = torch.sign(t) * na
         intra = torch.exp(K * na**2)
         if inter == "pairwise":
@@ -73,7 +76,7 @@ def pcb(
     for key in keys:
         t = stacked(vectors, key)
         shape = (K,) + (1,) * (t.dim() - 1)
-        tbar = torch.sign(t) * torch.minimum(torch.maximum(t.abs(), lo.view(shape)), hi.view(shape))
+        tbar = torch.sign(t) * clamped(t, shape)
         beta = betas.pop(key)
         b = torch.maximum(beta, thr.view(shape))
         s = (b - thr.view(shape)) / (bmax - thr).clamp_min(1e-30).view(shape)

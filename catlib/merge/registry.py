@@ -34,7 +34,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 import torch
 
 from ..core.errors import HyperparameterError, MissingStatisticsError, UnknownMethodError
-from ..core.statedict import StateDict, apply, check_compatible, task_vectors
+from ..core.statedict import StateDict, apply, check_compatible, task_vectors, tied_keys
 
 STAT_NEEDING_HEADS = ("fisher", "grad_abs")  # statistics that need a loss, hence labelled exemplars and heads
 
@@ -327,9 +327,10 @@ def validate_hparams(spec: MethodSpec, hparams: Mapping[str, Any]) -> Dict[str, 
     return spec.validate(hparams)
 
 
-def _detached(sd: Mapping[str, torch.Tensor]) -> StateDict:
-    """The same tensors without autograd history (views, no copy): a merge never builds a graph on its inputs."""
-    return {k: v.detach() for k, v in sd.items()}
+def _detached(sd: Mapping[str, torch.Tensor], drop: Optional[Mapping[str, str]] = None) -> StateDict:
+    """The same tensors without autograd history (views, no copy), less the keys in ``drop``: a merge never
+    builds a graph on its inputs."""
+    return {k: v.detach() for k, v in sd.items() if k not in (drop or {})}
 
 
 def merge(
@@ -352,13 +353,15 @@ def merge(
     architecture) plus ``exemplars`` (one batch per task; (inputs, labels) pairs for Fisher/TATR) and, for
     Fisher/TATR, ``heads`` (one per task); ``stats_options`` go to ``collect_statistics`` (e.g. ``batch_size``).
     ``memo``: a :class:`Memo` the caller keeps for these same models, to reuse a method's ``prepare`` stage.
-    Inputs are never modified.
+    Tied weights (keys of ``pretrained`` that share one tensor's memory, e.g. a masked-LM decoder tied to the word
+    embeddings) are merged once, as one parameter, and the result ties them again. Inputs are never modified.
     """
     spec = get_method(method)
     hp = spec.validate(hparams)
     if not isinstance(finetuned, (list, tuple)) or len(finetuned) == 0:
         raise ValueError("finetuned must be a non-empty list of state dicts")
     check_compatible(pretrained, finetuned)
+    keys = list(pretrained)
     pretrained, finetuned = _detached(pretrained), [_detached(f) for f in finetuned]
     needs = spec.needs_for(hp)
     scale = spec.expert_scale(hp)
@@ -381,11 +384,10 @@ def merge(
                 f"{method}: these hyperparameters need statistics collected with expert_scale={scale}, but the "
                 f"given ones used expert_scale={stats.expert_scale}"
             )
-        if hasattr(stats, "check_sources"):
-            stats.check_sources(pretrained, finetuned, method)
-        elif stats.num_tasks != len(finetuned):
-            raise MissingStatisticsError(
-                f"{method}: statistics cover {stats.num_tasks} tasks, got {len(finetuned)} fine-tuned models"
-            )
+        stats.check_sources(pretrained, finetuned, method)
+    tied = tied_keys(pretrained)  # one parameter under several keys: merged once, the aliases get its result
+    if tied:
+        pretrained, finetuned = _detached(pretrained, tied), [_detached(f, tied) for f in finetuned]
     vectors = task_vectors(pretrained, finetuned, check=False, lazy=True)
-    return apply(pretrained, spec.call(pretrained, vectors, stats, hp, memo))
+    out = apply(pretrained, spec.call(pretrained, vectors, stats, hp, memo))
+    return {k: out[tied.get(k, k)] for k in keys} if tied else out

@@ -161,6 +161,7 @@ class Session:
                 heads=b.head_list(spec.tasks),
                 seed=spec.seed,
                 expert_scale=scale,
+                losses=[b.loss(t) for t in spec.tasks],
             )
         return self._stats[key]
 

@@ -95,6 +95,7 @@ from .timing import (  # noqa: F401
     scaling_plot,
     steps_tradeoff,
     time_merge,
+    time_test_time,
 )
 from .tuning import (
     BOOK_ALPHAS,
@@ -107,6 +108,8 @@ from .tuning import (
     grid,
     grid_size,
     grids_table,
+    paper_cost_column,
+    test_time_rows,
 )
 
 

@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import torch
 
-from ..benchmarks import NEEDS_ROOTS, load_benchmark
+from ..benchmarks import NEEDS_ROOTS, ZOOS, load_benchmark
 from ..benchmarks.base import Benchmark
 from ..protocol.cache import REPO
 
@@ -173,7 +173,7 @@ def load(
     kwargs = {**dict(options or {}), **kwargs}
     if batch_size is not None:
         kwargs["batch_size"] = batch_size
-    if benchmark.startswith("tiny"):
+    if benchmark in ZOOS:
         if checkpoint_root is not None:
             kwargs["root"] = Path(checkpoint_root)
         return load_benchmark(benchmark, tasks=tasks, device=device, **kwargs)

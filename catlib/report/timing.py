@@ -104,11 +104,51 @@ def steps_tradeoff(
     return df
 
 
-def per_step_cost(df) -> Dict[str, float]:
-    """Least-squares ``merge_s ≈ setup_s + per_step_s · steps`` over :func:`steps_tradeoff`'s rows."""
+def time_test_time(
+    session: Session,
+    method: str,
+    hparams: Optional[Mapping[str, Any]] = None,
+    steps: Sequence[int] = (5, 20),
+    tasks: Optional[Sequence[str]] = None,
+    split: str = "test",
+    seed: int = 0,
+) -> "Any":
+    """A test-time method (:mod:`catlib.testtime`) run live with a few step counts: one row per count with the
+    adaptation's ``seconds`` (as the method measures them: from its start to its result, no evaluation) and the
+    peak RSS increase during it (``peak_rss_mb``, sampled; Adam's state and the activations do not grow with the
+    step count, so a short run shows a full run's peak). :func:`per_step_cost` on the rows gives the fixed part
+    and the cost per step, from which a full run's time follows. Not cached: a timing is a measurement.
+    ``hparams``: the rest of the configuration (``steps`` is set per row)."""
+    import pandas as pd
+
+    from ..testtime import TEST_TIME, TestTimeInputs
+
+    S = as_session(session)
+    spec, tasks, bench = TEST_TIME.get(method), S.tasks(tasks), S.bench
+    unlabelled = S.unlabelled(tasks, split)
+    rows = []
+    for n in steps:
+        hp = spec.validate({**dict(hparams or {}), "steps": int(n)})
+        inputs = TestTimeInputs(
+            bench.build_module(),
+            bench.pretrained,
+            bench.finetuned_list(tasks),
+            bench.head_list(tasks),
+            unlabelled,
+            seed,
+        )
+        with _PeakRSS() as mem:
+            r = spec.fn(inputs, **hp)
+        rows.append({"steps": int(n), "seconds": r.seconds, "peak_rss_mb": mem.delta_mb})
+    return pd.DataFrame(rows).set_index("steps")
+
+
+def per_step_cost(df, column: str = "merge_s") -> Dict[str, float]:
+    """Least-squares ``column ≈ setup_s + per_step_s · steps`` over :func:`steps_tradeoff`'s rows (``column``
+    ``"seconds"`` for :func:`time_test_time`'s)."""
     import numpy as np
 
-    x, y = df.index.to_numpy(float), df["merge_s"].to_numpy(float)
+    x, y = df.index.to_numpy(float), df[column].to_numpy(float)
     slope, intercept = np.polyfit(x, y, 1) if len(x) > 1 else (float("nan"), float(y[0]))
     return {"setup_s": float(intercept), "per_step_s": float(slope)}
 

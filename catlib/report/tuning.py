@@ -89,3 +89,25 @@ def edge_choices(result: TuneResult) -> Dict[str, str]:
     judged (:func:`catlib.protocol.judged_knobs`)."""
     judged = judged_knobs(result.grid)
     return {k: e for k, v in result.best.items() if k in judged for e in [edge_of(v, judged[k])] if e}
+
+
+# Table 7's test-time rows (its paper's names), each a method of catlib.testtime.TEST_TIME with its configuration,
+# and the column of the paper's Table 9 that times it.
+PAPER_COST_COLUMN = {"Surgery Merging": "TA w/ Surgery"}
+
+
+def test_time_rows(adamerging_steps: int = 500, surgery_steps: int = 1000) -> Dict[str, tuple]:
+    """Table 7's test-time rows: display name → (method, hyperparameters), the step counts of their papers by
+    default (AdaMerging 500, Surgery 1000)."""
+    return {
+        "TW AdaMerging": ("adamerging", {"granularity": "task", "steps": adamerging_steps}),
+        "TW AdaMerging++": ("adamerging", {"granularity": "task", "plus": True, "steps": adamerging_steps}),
+        "LW AdaMerging": ("adamerging", {"granularity": "layer", "steps": adamerging_steps}),
+        "LW AdaMerging++": ("adamerging", {"granularity": "layer", "plus": True, "steps": adamerging_steps}),
+        "Surgery Merging": ("surgery", {"steps": surgery_steps}),
+    }
+
+
+def paper_cost_column(name: str) -> str:
+    """The column of the paper's Table 9 (``data/paper/table9_cost.csv``) that times test-time row ``name``."""
+    return PAPER_COST_COLUMN.get(name, "AdaMerging")

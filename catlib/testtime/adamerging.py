@@ -10,6 +10,7 @@ with TIES' elected sign (:func:`catlib.merge.ties.ties_kept`, k = 0.2). Integer 
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from typing import Annotated, Dict, List, Mapping, Sequence
@@ -59,7 +60,7 @@ class TestTimeInputs:
 @dataclass
 class TestTimeResult:
     """The adapted model: ``state_dict`` (the merged encoder), ``heads`` (one per task: the given heads, or the
-    surgery map followed by them), what was learned (``coefficients``: (K,) or (K, len(keys)); ``keys``: the
+    surgery map followed by a copy of each), what was learned (``coefficients``: (K,) or (K, len(keys)); ``keys``: the
     parameter tensors of a layer-wise λ), the loss per step and the seconds spent."""
 
     __test__ = False
@@ -70,6 +71,13 @@ class TestTimeResult:
     keys: List[str] = field(default_factory=list)
     losses: List[float] = field(default_factory=list)
     seconds: float = 0.0
+
+
+def frozen_copies(inputs: TestTimeInputs):
+    """Copies of the encoder and the heads in eval mode with no gradient, so that adapting never changes the
+    caller's modules (their mode, their ``requires_grad`` flags or their ``.grad``)."""
+    module = copy.deepcopy(inputs.module).eval().requires_grad_(False)
+    return module, [copy.deepcopy(h).eval().requires_grad_(False) for h in inputs.heads]
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -126,11 +134,7 @@ def adamerging(
     K = len(inputs.finetuned)
     lam = torch.full((K,) if granularity == "task" else (K, len(keys)), float(init), requires_grad=True)
     base = {k: (v.detach().float() if k in stacks else v.detach()) for k, v in p0.items()}
-    module = inputs.module
-    module.eval()
-    for p in module.parameters():
-        p.requires_grad_(False)
-    heads = [h.eval() for h in inputs.heads]
+    module, heads = frozen_copies(inputs)
 
     def merged(coef: torch.Tensor) -> Dict[str, torch.Tensor]:
         out = dict(base)

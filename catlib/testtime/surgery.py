@@ -19,7 +19,7 @@ from torch import nn
 from ..core.progress import progress
 from ..core.statedict import apply, task_vectors
 from ..merge.registry import Knob
-from .adamerging import TEST_TIME, TestTimeInputs, TestTimeResult, adamerging, minibatches
+from .adamerging import TEST_TIME, TestTimeInputs, TestTimeResult, adamerging, frozen_copies, minibatches
 
 
 class SurgeryMap(nn.Module):
@@ -71,11 +71,11 @@ def surgery(
         sd = apply(inputs.pretrained, _sum(task_vectors(inputs.pretrained, inputs.finetuned, check=False)), alpha)
         coef, keys = torch.full((len(inputs.finetuned),), float(alpha)), []
     losses = []  # Surgery's L1 loss per step
-    module = inputs.module.eval()
+    module, heads = frozen_copies(inputs)
     z = [_features(module, sd, x) for x in inputs.unlabelled]
     z_exp = [_features(module, ft, x) for ft, x in zip(inputs.finetuned, inputs.unlabelled)]
     torch.manual_seed(inputs.seed)
-    maps = [SurgeryMap(zi.shape[1], rank, h) for zi, h in zip(z, inputs.heads)]
+    maps = [SurgeryMap(zi.shape[1], rank, h) for zi, h in zip(z, heads)]
     opt = torch.optim.Adam([p for m in maps for p in (m.down.weight, m.up.weight)], lr=lr)
     index = [torch.arange(len(zi)) for zi in z]
     batches = minibatches(index, batch_size, inputs.seed + 1)

@@ -1,0 +1,371 @@
+"""Build the glue-tiny zoo: ``python -m catlib.benchmarks.glue_tiny.build --out DIR --threads N [--smoke]``.
+
+1. pretrain θ0 by masked-language modelling on :func:`.data.mlm_corpus` (15% of the real tokens, 80/10/10);
+2. fine-tune one expert per task from θ0 (whole encoder and a fresh :class:`.model.Head`);
+3. measure on val and test with :data:`catlib.benchmarks.metrics.GLUE_METRIC`: Pretrained (θ0, each expert's
+   head), Individual, weight averaging, task arithmetic θ0 + α Σ τ_k (α in 0.05, 0.10, ..., 1.00, chosen on val by
+   the mean over tasks; --smoke: 0.25, 0.5, 0.75, 1.0);
+4. write the zoo into a temporary folder, then rename it to ``DIR``: ``pretrained.safetensors`` and
+   ``finetuned_<task>.safetensors`` (fp16, :class:`.model.Encoder` keys), ``heads.safetensors`` (fp32,
+   ``<task>.dense.weight`` ...), ``manifest.json``.
+
+The encoders are measured as they are stored (fp16, computed in fp32).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from transformers import RobertaForMaskedLM
+
+from ..metrics import GLUE_METRIC
+from . import data as D
+from .model import MAX_LEN, Encoder, Head, tiny_config
+
+StateDict = Dict[str, torch.Tensor]
+
+FULL = dict(
+    mlm_examples=40000, mlm_steps=1500, mlm_batch=64, mlm_lr=5e-4,
+    ft_steps=1000, ft_batch=32, ft_lr=3e-4, n_train=None, n_val=D.N_VAL, n_test=D.N_TEST,
+    warmup=0.06, weight_decay=0.01, eval_batch=250, alphas=tuple(round(0.05 * i, 2) for i in range(1, 21)),
+)  # fmt: skip
+SMOKE = dict(
+    FULL, mlm_examples=300, mlm_steps=12, mlm_batch=16, ft_steps=6, ft_batch=8, n_train=64, n_val=24, n_test=24,
+    alphas=(0.25, 0.5, 0.75, 1.0),
+)  # fmt: skip
+BUILD_VERSION = 1
+
+
+def _schedule(opt: torch.optim.Optimizer, steps: int, warmup: float):
+    """Linear warm-up over ``warmup`` of the steps, then cosine decay to 0."""
+    n_warm = max(1, int(round(warmup * steps)))
+
+    def f(step):
+        if step < n_warm:
+            return (step + 1) / n_warm
+        return 0.5 * (1.0 + math.cos(math.pi * (step - n_warm) / max(1, steps - n_warm)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, f)
+
+
+def _optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "LayerNorm" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "LayerNorm" not in n)]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}], lr=lr
+    )
+
+
+def mask_tokens(ids: torch.Tensor, attn: torch.Tensor, gen: torch.Generator, rate: float = 0.15):
+    """BERT's masking of (B, T) ids: ``rate`` of the real, non-special tokens are predicted; of those 80% become
+    ``<mask>``, 10% a random word, 10% stay. Returns (inputs, labels), labels −100 where nothing is predicted."""
+    special = (ids == D.BOS) | (ids == D.EOS) | (ids == D.PAD) | (attn == 0)
+    pick = (torch.rand(ids.shape, generator=gen) < rate) & ~special
+    labels = torch.where(pick, ids, torch.full_like(ids, -100))
+    u = torch.rand(ids.shape, generator=gen)
+    inputs = ids.clone()
+    inputs[pick & (u < 0.8)] = D.MASK
+    rand_words = torch.randint(len(D.SPECIALS), D.MASK, ids.shape, generator=gen)
+    swap = pick & (u >= 0.8) & (u < 0.9)
+    inputs[swap] = rand_words[swap]
+    return inputs, labels
+
+
+def _batches(n: int, batch: int, steps: int, gen: torch.Generator):
+    """``steps`` index batches: shuffled epochs over n items."""
+    out: List[torch.Tensor] = []
+    while len(out) < steps:
+        perm = torch.randperm(n, generator=gen)
+        out += [perm[i : i + batch] for i in range(0, n - batch + 1, batch)] or [perm]
+    return out[:steps]
+
+
+def _trim(enc: Dict[str, torch.Tensor], idx: torch.Tensor):
+    ids, attn = enc["input_ids"][idx], enc["attention_mask"][idx]
+    width = int(attn.sum(1).max())
+    return ids[:, :width], attn[:, :width]
+
+
+def pretrain(cfg: dict, seed: int, log) -> StateDict:
+    """θ0: MLM-pretrained encoder weights (the ``roberta.*`` part, no LM head)."""
+    torch.manual_seed(seed)
+    model = RobertaForMaskedLM(tiny_config())
+    enc = D.encode(D.mlm_corpus(cfg["mlm_examples"], seed), MAX_LEN)
+    gen = torch.Generator().manual_seed(seed)
+    opt = _optimizer(model, cfg["mlm_lr"], cfg["weight_decay"])
+    sched = _schedule(opt, cfg["mlm_steps"], cfg["warmup"])
+    model.train()
+    t0, running = time.time(), None
+    for step, idx in enumerate(_batches(len(enc["input_ids"]), cfg["mlm_batch"], cfg["mlm_steps"], gen)):
+        ids, attn = _trim(enc, idx)
+        inputs, labels = mask_tokens(ids, attn, gen)
+        loss = model(input_ids=inputs, attention_mask=attn, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if (step + 1) % max(1, cfg["mlm_steps"] // 10) == 0:
+            log(f"  mlm step {step + 1}/{cfg['mlm_steps']}: loss {running:.3f} ({time.time() - t0:.0f} s)")
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if k.startswith("roberta.")}
+
+
+def fp16_round(sd: StateDict) -> StateDict:
+    """The weights as stored (fp16), back in fp32 for computing."""
+    return {k: v.to(torch.float16).to(torch.float32) for k, v in sd.items()}
+
+
+def _loss(task: D.Task, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if task.kind == "regression":
+        return F.mse_loss(logits[:, 0], y)
+    return F.cross_entropy(logits, y)
+
+
+def _labels(task: D.Task, labels) -> torch.Tensor:
+    return torch.tensor(labels, dtype=torch.float32 if task.kind == "regression" else torch.int64)
+
+
+def finetune(task: D.Task, theta0: StateDict, train, cfg: dict, seed: int, log):
+    """One expert: the whole encoder from θ0 and a fresh head; returns (encoder state, head state)."""
+    torch.manual_seed(seed)
+    encoder, head = Encoder(tiny_config()), Head(128, task.n_labels)
+    encoder.load_state_dict(theta0)
+    enc, y = D.encode(train[0], MAX_LEN), _labels(task, train[1])
+    params = list(encoder.parameters()) + list(head.parameters())
+    model = torch.nn.ModuleDict({"encoder": encoder, "head": head})
+    opt = _optimizer(model, cfg["ft_lr"], cfg["weight_decay"])
+    sched = _schedule(opt, cfg["ft_steps"], cfg["warmup"])
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    running = None
+    for step, idx in enumerate(_batches(len(y), cfg["ft_batch"], cfg["ft_steps"], gen)):
+        ids, attn = _trim(enc, idx)
+        loss = _loss(task, head(encoder(ids, attn)), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+    log(f"  {task.name}: {cfg['ft_steps']} steps, final loss {running:.3f}")
+    sd = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
+    return sd, {k: v.detach().clone() for k, v in head.state_dict().items() if not k.startswith("dropout")}
+
+
+@torch.no_grad()
+def predict(task: D.Task, encoder: Encoder, head: Head, enc: Dict[str, torch.Tensor], batch: int) -> list:
+    """Predictions over an encoded split: class ids, or the regression output."""
+    encoder.eval()
+    head.eval()
+    out = []
+    for i in range(0, len(enc["input_ids"]), batch):
+        ids, attn = _trim(enc, torch.arange(i, min(i + batch, len(enc["input_ids"]))))
+        z = head(encoder(ids, attn))
+        out += (z[:, 0] if task.kind == "regression" else z.argmax(1)).tolist()
+    return out
+
+
+def _score(task: D.Task, pred, gold) -> float:
+    return float(GLUE_METRIC[task.name][1](pred, gold))
+
+
+class Evaluator:
+    """Scores an encoder state on every task's val or test split, each task with its own head."""
+
+    def __init__(self, splits: dict, heads: Dict[str, StateDict], batch: int):
+        self.splits, self.batch = splits, batch
+        self.encoder = Encoder(tiny_config())
+        self.heads = {}
+        for name, sd in heads.items():
+            h = Head(128, D.TASKS[name].n_labels)
+            h.load_state_dict(sd)
+            self.heads[name] = h
+
+    def __call__(self, sd: StateDict, split: str, tasks=None) -> Dict[str, float]:
+        self.encoder.load_state_dict(sd)
+        out = {}
+        for name in tasks or self.heads:
+            enc, gold = self.splits[name][split]
+            out[name] = _score(
+                D.TASKS[name], predict(D.TASKS[name], self.encoder, self.heads[name], enc, self.batch), gold
+            )
+        return out
+
+
+def _mean(scores: Dict[str, float]) -> float:
+    return float(np.mean(list(scores.values())))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def build(out: Path, threads: int = 1, smoke: bool = False, seed: int = 0, log=print, **overrides) -> dict:
+    """Build the zoo into ``out`` (written under a temporary name, then renamed); return the manifest."""
+    if threads < 1:
+        raise ValueError(f"threads must be ≥ 1, got {threads}")
+    cfg = dict(SMOKE if smoke else FULL)
+    unknown = set(overrides) - set(cfg)
+    if unknown:
+        raise ValueError(f"unknown build settings {sorted(unknown)}; known: {sorted(cfg)}")
+    cfg.update(overrides)
+    torch.set_num_threads(threads)
+    out = Path(out)
+    timings: Dict[str, float] = {}
+    t_all = time.time()
+
+    log(f"glue-tiny build ({'smoke' if smoke else 'full'}), seed {seed}, {threads} thread(s)")
+    t = time.time()
+    splits, data_sha = {}, {}
+    raw = {}
+    for name, task in D.TASKS.items():
+        splits[name], data_sha[name] = {}, {}
+        for split in D.SPLITS:
+            ex, y = D.task_split(name, split, seed, cfg["n_train"], cfg["n_val"], cfg["n_test"])
+            data_sha[name][split] = D.split_hash(ex, y)
+            if split == "train":
+                raw[name] = (ex, y)
+            else:
+                splits[name][split] = (D.encode(ex, MAX_LEN), y)
+    timings["data_s"] = time.time() - t
+    log(f"data: {timings['data_s']:.1f} s")
+
+    t = time.time()
+    theta0 = fp16_round(pretrain(cfg, seed, log))
+    timings["pretrain_s"] = time.time() - t
+    log(f"pretraining: {timings['pretrain_s']:.0f} s")
+
+    t = time.time()
+    experts, heads = {}, {}
+    for k, (name, task) in enumerate(D.TASKS.items()):
+        sd, head = finetune(task, theta0, raw[name], cfg, seed + 1 + k, log)
+        experts[name], heads[name] = fp16_round(sd), head
+    timings["finetune_s"] = time.time() - t
+    log(f"fine-tuning: {timings['finetune_s']:.0f} s")
+
+    t = time.time()
+    results = measure(theta0, experts, heads, splits, cfg, log)
+    timings["measure_s"] = time.time() - t
+    log(f"measuring: {timings['measure_s']:.0f} s")
+
+    timings["total_s"] = time.time() - t_all
+    manifest = {
+        "benchmark": "glue-tiny",
+        "build_version": BUILD_VERSION,
+        "smoke": smoke,
+        "seed": seed,
+        "finetune_seeds": {name: seed + 1 + k for k, name in enumerate(D.TASKS)},
+        "settings": cfg,
+        "model_config": tiny_config().to_dict(),
+        "max_len": MAX_LEN,
+        "vocab_size": D.VOCAB_SIZE,
+        "vocab_sha256": hashlib.sha256("\n".join(D.VOCAB).encode()).hexdigest(),
+        "tasks": {
+            n: {"analogue": t.analogue, "kind": t.kind, "n_labels": t.n_labels, "metric": GLUE_METRIC[n][0]}
+            for n, t in D.TASKS.items()
+        },
+        "data_sha256": data_sha,
+        "results": results,
+        "timings_s": timings,
+        "torch": torch.__version__,
+        "cpu": _cpu_model(),
+        "threads": threads,
+    }
+    write_zoo(out, theta0, experts, heads, manifest)
+    log(f"wrote {out} in {time.time() - t_all:.0f} s")
+    return manifest
+
+
+def measure(theta0: StateDict, experts: Dict[str, StateDict], heads: Dict[str, StateDict], splits, cfg, log) -> dict:
+    """Pretrained, Individual, weight averaging and task arithmetic (α chosen on val) on val and test."""
+    ev = Evaluator(splits, heads, cfg["eval_batch"])
+    res: dict = {"metric": {n: GLUE_METRIC[n][0] for n in D.TASKS}}
+    for split in ("val", "test"):
+        res.setdefault("pretrained", {})[split] = ev(theta0, split)
+        res.setdefault("individual", {})[split] = {n: ev(sd, split, [n])[n] for n, sd in experts.items()}
+    mean_sd = {k: torch.stack([sd[k] for sd in experts.values()]).mean(0) for k in theta0}
+    res["weight_averaging"] = {split: ev(mean_sd, split) for split in ("val", "test")}
+    tau = {k: sum(sd[k] - theta0[k] for sd in experts.values()) for k in theta0}
+    curve = {}
+    for a in cfg["alphas"]:
+        curve[str(a)] = _mean(ev({k: theta0[k] + a * tau[k] for k in theta0}, "val"))
+        log(f"  task arithmetic α={a:.2f}: val mean {curve[str(a)]:.1f}")
+    best = max(cfg["alphas"], key=lambda a: curve[str(a)])
+    ta_sd = {k: theta0[k] + best * tau[k] for k in theta0}
+    res["task_arithmetic"] = {"alpha": best, "val_curve": curve, "val": ev(ta_sd, "val"), "test": ev(ta_sd, "test")}
+    for name in ("pretrained", "individual", "weight_averaging", "task_arithmetic"):
+        for split in ("val", "test"):
+            res[name][split]["avg"] = _mean({n: v for n, v in res[name][split].items() if n != "avg"})
+        log(f"{name}: test " + ", ".join(f"{n} {v:.1f}" for n, v in res[name]["test"].items()))
+    return res
+
+
+def write_zoo(out: Path, theta0: StateDict, experts, heads, manifest: dict) -> None:
+    """Write the files into ``.<name>.tmp`` beside ``out``, record their sha256 and size, then rename."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    half = lambda sd: {k: v.to(torch.float16).contiguous() for k, v in sd.items()}
+    save_file(half(theta0), str(tmp / "pretrained.safetensors"))
+    for name, sd in experts.items():
+        save_file(half(sd), str(tmp / f"finetuned_{name}.safetensors"))
+    flat = {f"{n}.{k}": v.to(torch.float32).contiguous() for n, h in heads.items() for k, v in h.items()}
+    save_file(flat, str(tmp / "heads.safetensors"))
+    manifest = dict(manifest)
+    manifest["files"] = {
+        p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in sorted(tmp.iterdir()) if p.is_file()
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=False) + "\n")
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m catlib.benchmarks.glue_tiny.build", description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, required=True, help="the zoo's folder (replaced when it exists)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes: the whole pipeline in seconds")
+    args = ap.parse_args(argv)
+    build(args.out, args.threads, args.smoke, args.seed, log=lambda m: print(m, flush=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
