@@ -400,6 +400,14 @@ def main(argv=None) -> int:
     T0 = time.perf_counter()
     if not args.no_execute:
         items = plan()
+        sys.path.insert(0, str(REPO / "scripts"))
+        import result_cache
+
+        # a fresh clone's result cache is empty: start from the bundle's results of this code (never replacing a
+        # file already there), so that a notebook due after a change re-executes warm instead of from nothing
+        _, mine, written = result_cache.unpack(result_cache.ResultCache().dir)
+        if written:
+            log(f"{written} of the bundle's {mine} results of this code put into the result cache")
         forced = set(args.force or [])
         tags = {name: f"({j}/{len(items)}) {name}" for j, (name, _, _) in enumerate(items, 1)}
 
@@ -459,9 +467,6 @@ def main(argv=None) -> int:
         save_cache()
         log(f"notebooks: {time.perf_counter() - T0:.0f} s" + (f"; FAILED: {', '.join(failures)}" if failures else ""))
         if executed and not failures:  # the results they were executed with, for nbval on a fresh clone
-            sys.path.insert(0, str(REPO / "scripts"))
-            import result_cache
-
             n = result_cache.pack(result_cache.ResultCache().dir)
             log(f"{n} results of this code packed into {result_cache.BUNDLE.relative_to(REPO)}")
         update_intro()
