@@ -49,7 +49,12 @@ def probe(root: Path, seeds, log=print) -> dict:
     criteria = {}
     for label, lo, hi, f in R.CLIP_LIKE:
         v = float(f(averages, individual, cosine))
-        criteria[label] = {"value": v, "low": lo, "high": hi, "met": (lo is None or v >= lo) and (hi is None or v <= hi)}
+        criteria[label] = {
+            "value": v,
+            "low": lo,
+            "high": hi,
+            "met": (lo is None or v >= lo) and (hi is None or v <= hi),
+        }
     return {
         "root": str(root),
         "benchmark": benchmark,
