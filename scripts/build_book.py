@@ -25,11 +25,13 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from typing import Optional
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,10 +82,13 @@ def zoo_manifest(size: str) -> Path:
 
 
 def zoo_manifests(size: str) -> list:
-    """The manifests of a tiny zoo and of its replicates (``<size>-r1``, ...: the seeds of every table)."""
+    """The manifests of a zoo and of its replicates (``<size>-r1``, ...: the seeds of every table); ``size``: a tiny
+    zoo size, or an embedded zoo's benchmark name ("glue-tiny")."""
+    from catlib.benchmarks import ZOOS, zoo_replicates
     from catlib.benchmarks.tiny import replicate_roots
 
-    return [r / "manifest.json" for r in replicate_roots(size)]
+    roots = zoo_replicates(size) if size in ZOOS else replicate_roots(size)
+    return [r / "manifest.json" for r in roots]
 
 
 def log(msg: str) -> None:
@@ -139,16 +144,34 @@ READS_BENCHMARKS = ("10_",)  # the cost page plots the stored measurements of be
 NO_ZOO = ("12_",)  # pages on benchmarks generated at load time (the positive control): a lane of their own
 
 
-def zoo_sizes(name: str, params: dict) -> list:
-    """The tiny zoos a notebook's results depend on: its benchmark's (every notebook defaults to "tiny"); every zoo
-    for the benchmark page (acceptance of each zoo) and the claims page (every results file). Building the large zoo
+OTHER_ZOOS = ("glue-tiny",)  # built zoos other than the tiny ones: a notebook on one runs in its own lane
+
+
+def notebook_benchmark(src: Path, params: dict) -> str:
+    """The benchmark a notebook runs on: the executed parameter, else the default in its parameters cell."""
+    if "benchmark" in params:
+        return params["benchmark"]
+    for kind, text, tags in source_cells(src):
+        if "parameters" in tags:
+            m = re.search(r"^benchmark\s*(?::[^=]*)?=\s*[\"']([^\"']+)[\"']", text, re.M)
+            if m:
+                return m.group(1)
+    return "tiny"
+
+
+def zoo_sizes(name: str, params: dict, src: Optional[Path] = None) -> list:
+    """The zoos a notebook's results depend on: its benchmark's (a tiny zoo size, or "glue-tiny"); every zoo for
+    the benchmark page (acceptance of each zoo) and the claims page (every results file). Building the large zoo
     re-runs only what uses it."""
     sizes = tiny_sizes()
-    if name.startswith(READS_EVERY_ZOO):
+    if name.startswith(READS_EVERY_ZOO):  # the tiny zoos (the claims page reads Table 3 through its results file)
         return list(sizes.values())
     if name.startswith(NO_ZOO):
         return []
-    size = sizes.get(params.get("benchmark", "tiny"))
+    bench = notebook_benchmark(src, params) if src is not None else params.get("benchmark", "tiny")
+    if bench in OTHER_ZOOS:
+        return [bench]
+    size = sizes.get(bench)
     return [size] if size else []
 
 
@@ -158,7 +181,7 @@ def input_hash(name: str, src: Path, params: dict) -> str:
         "parameters": params,
         "kernel": KERNEL,
         "catlib": sha_files([*(REPO / "catlib").rglob("*.py"), *(REPO / "catlib").rglob("*.json")]),
-        "manifests": sha_files([p for s in zoo_sizes(name, params) for p in zoo_manifests(s) if p.exists()]),
+        "manifests": sha_files([p for s in zoo_sizes(name, params, src) for p in zoo_manifests(s) if p.exists()]),
         "paper": sha_files((REPO / "data" / "paper").glob("*.csv")),
     }
     if name.startswith(READS_RESULTS):
@@ -281,8 +304,8 @@ def lanes(items: list) -> list:
     one zoo share merges through the report cache, so they run one after another)."""
     out: dict = {}
     for it in items:
-        name, _, params = it
-        out.setdefault(tuple(zoo_sizes(name, params)), []).append(it)
+        name, src, params = it
+        out.setdefault(tuple(zoo_sizes(name, params, src)), []).append(it)
     return list(out.values())
 
 

@@ -50,12 +50,17 @@ from catlib.core.io import atomic_write_bytes  # noqa: E402
 from catlib.protocol.cache import CACHE_VERSION, ResultCache, atomic_write, code_fingerprint, sha  # noqa: E402
 
 # The benchmarks whose results the book's notebooks compute on a CPU (the others need checkpoints on a user's disk).
-EMBEDDED = ("tiny", "tiny-large", "control", "control-shared")
+EMBEDDED = ("tiny", "tiny-large", "glue-tiny", "control", "control-shared")
+
+
+# The benchmark code each result's fingerprint may cover (``Benchmark.code_files``): none (the tiny zoos and the
+# controls), the CLIP code, the glue-tiny code (text.py, metrics.py, glue_tiny/).
+CODE_FILES = ((), ("clip",), ("text.py", "metrics.py", "glue_tiny"))
 
 
 def current_codes() -> set:
-    """The code fingerprints of this checkout: the shared code alone (embedded benchmarks) and with the CLIP code."""
-    return {code_fingerprint(()), code_fingerprint(("clip",))}
+    """The code fingerprints of this checkout, one per entry of :data:`CODE_FILES`."""
+    return {code_fingerprint(cf) for cf in CODE_FILES}
 
 
 def entries(cache_dir: Path):
@@ -134,14 +139,14 @@ def recompute(row: dict, sessions: dict) -> dict:
 
 def embedded_sessions(names=EMBEDDED) -> dict:
     """Benchmark fingerprint → uncached :class:`Session` for every embedded benchmark as the book loads it by
-    default, with every replicate of the tiny zoos (the tables' seeds 1, 2 run on them)."""
+    default, with every replicate of the built zoos (the tables' seeds 1, 2 run on them)."""
     from catlib import load_benchmark
-    from catlib.benchmarks.tiny import replicate_roots
+    from catlib.benchmarks import ZOOS, zoo_replicates
     from catlib.protocol import Session
 
     sessions = {}
     for name in names:
-        n = len(replicate_roots("large" if name == "tiny-large" else "default")) if name.startswith("tiny") else 1
+        n = len(zoo_replicates(name)) if name in ZOOS else 1
         for k in range(n):
             s = Session(load_benchmark(name, **({"replicate": k} if k else {})), cache=None)
             sessions[s.fingerprint] = s
@@ -216,7 +221,7 @@ def rekey(rev: str, per_method: int, tolerance: float, drop=(), bundle: Path = B
 
     with tempfile.TemporaryDirectory() as tmp:
         tree = revision_tree(rev, Path(tmp) / "tree")
-        mapping = {code_fingerprint(cf, tree / "catlib"): code_fingerprint(cf) for cf in ((), ("clip",))}
+        mapping = {code_fingerprint(cf, tree / "catlib"): code_fingerprint(cf) for cf in CODE_FILES}
         if all(old == new for old, new in mapping.items()):
             print(f"[result-cache] {rev}'s code fingerprints equal this checkout's: nothing to rekey")
             return 0

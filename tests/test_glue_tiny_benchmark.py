@@ -57,3 +57,55 @@ def test_a_damaged_zoo_is_refused(zoo, tmp_path):
         catlib.load_benchmark("glue-tiny", root=bad)
     with pytest.raises(ZooError, match="no glue-tiny zoo"):
         catlib.load_benchmark("glue-tiny", root=tmp_path / "nothing")
+
+
+def test_a_replicate_shares_theta0_and_is_loaded_by_seed(zoo, tmp_path):
+    """--reuse/--replicate: same θ0, data and settings, other fine-tuning seeds; ``replicate=1`` and the notebooks'
+    seeds find it beside replicate 0; a missing replicate names the command that builds it."""
+    import shutil
+
+    from catlib import report as R
+    from catlib.benchmarks import zoo_replicates
+    from catlib.benchmarks.glue_tiny import build
+
+    base = tmp_path / "glue-tiny"
+    shutil.copytree(zoo, base)
+    m = build.build(base.parent / "glue-tiny-r1", smoke=True, reuse=base, replicate=1, log=lambda s: None)
+    m0 = json.loads((base / "manifest.json").read_text())
+    assert m["data_sha256"] == m0["data_sha256"] and json.loads(json.dumps(m["settings"])) == m0["settings"]
+    assert m["finetune_seeds"] == {t: s + 100 for t, s in m0["finetune_seeds"].items()}
+    assert (base.parent / "glue-tiny-r1" / "pretrained.safetensors").read_bytes() == (
+        base / "pretrained.safetensors"
+    ).read_bytes()
+    assert zoo_replicates("glue-tiny", base) == [base, base.parent / "glue-tiny-r1"]
+    b0 = catlib.load_benchmark("glue-tiny", root=base)
+    b1 = catlib.load_benchmark("glue-tiny", root=base, replicate=1)
+    assert not torch.equal(b0.finetuned["cola"]["roberta.encoder.layer.0.attention.self.query.weight"],
+                           b1.finetuned["cola"]["roberta.encoder.layer.0.attention.self.query.weight"])  # fmt: skip
+    runs = R.seeds([0, 1], "glue-tiny", ["cola", "stsb"], "cpu", str(base))
+    assert runs.zoos == 2
+    with pytest.raises(ValueError, match="glue_tiny.build --reuse .* --replicate 2"):
+        R.seeds([0, 1, 2], "glue-tiny", ["cola"], "cpu", str(base))
+    with pytest.raises(ZooError, match="--replicate 2"):
+        catlib.load_benchmark("glue-tiny", root=base, replicate=2)
+    with pytest.raises(ValueError, match="needs --reuse"):
+        build.build(tmp_path / "x", smoke=True, replicate=1, log=lambda s: None)
+
+
+def test_parallel_fine_tuning_gives_the_same_experts(zoo, tmp_path):
+    """``jobs=2`` (one process per expert) writes the same bytes as the inline build."""
+    from catlib.benchmarks.glue_tiny import build
+
+    build.build(tmp_path / "z", smoke=True, jobs=2, log=lambda m: None)
+    for t in ("cola", "stsb"):
+        name = f"finetuned_{t}.safetensors"
+        assert (tmp_path / "z" / name).read_bytes() == (zoo / name).read_bytes()
+
+
+def test_the_build_command_refuses_a_replicate_without_its_zoo(tmp_path, capsys):
+    from catlib.benchmarks.glue_tiny import build
+
+    assert build.main(["--out", str(tmp_path / "r1"), "--replicate", "1", "--smoke"]) == 2
+    assert "needs --reuse" in capsys.readouterr().err and not (tmp_path / "r1").exists()
+    assert build.main(["--out", str(tmp_path / "r1"), "--reuse", str(tmp_path / "none"), "--replicate", "1"]) == 2
+    assert "no built glue-tiny zoo there" in capsys.readouterr().err

@@ -144,3 +144,16 @@ def test_a_test_time_entry_is_recomputed_from_its_key(tmp_path):
     row = {"kind": "testtime", **json.loads(path.read_text())}
     assert RC.accuracy_of(row) == r["accuracy"]
     assert RC.recompute_rows([row], {S.fingerprint: Session(S.bench, cache=None)}) == [r["accuracy"]]
+
+
+def test_the_bundle_covers_every_embedded_benchmarks_code():
+    """Results on glue-tiny carry a code fingerprint over its own code too: the bundle must keep them."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import result_cache as RC
+
+    from catlib.benchmarks.glue_tiny.benchmark import GlueTinyBenchmark
+    from catlib.protocol.cache import code_fingerprint
+
+    assert code_fingerprint(GlueTinyBenchmark.code_files) in RC.current_codes()

@@ -7,6 +7,7 @@ Each entry maps a name to a loader ``f(**kwargs) -> Benchmark``. Loaders import 
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..core.checks import check_batch_size, check_tasks
@@ -37,6 +38,41 @@ NEEDS_ROOTS = ("openclip", "vit-b-32", "vit-b-16", "vit-l-14", "roberta-glue")
 ZOOS = ("tiny", "tiny-large", "glue-tiny")
 
 
+def sha256_file(path: Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB chunks (the zoo manifests' record of every file)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sibling_replicates(base: Path) -> List[Path]:
+    """The folders of a built zoo's replicates, in order: ``base`` is replicate 0 and its siblings ``<base>-r1``,
+    ``<base>-r2``, ... (experts fine-tuned with other seeds from the same θ0) the next ones, as far as they exist."""
+    base = Path(base)
+    out = [base]
+    while (base.parent / f"{base.name}-r{len(out)}" / "manifest.json").exists():
+        out.append(base.parent / f"{base.name}-r{len(out)}")
+    return out
+
+
+def zoo_replicates(name: str, root: Optional[Path] = None) -> List[Path]:
+    """The replicate folders of the embedded zoo ``name`` (one of :data:`ZOOS`; ``root``: its replicate 0, default
+    the shipped one)."""
+    if name not in ZOOS:
+        raise UnknownBenchmarkError(f"{name!r} is not an embedded zoo; zoos: {', '.join(ZOOS)}")
+    if name == "glue-tiny":
+        from .glue_tiny.benchmark import default_root
+
+        return sibling_replicates(Path(root) if root is not None else default_root())
+    from .tiny import replicate_roots
+
+    return replicate_roots("large" if name == "tiny-large" else "default", root)
+
+
 def benchmark_names() -> List[str]:
     return sorted(_BENCHMARKS)
 
@@ -58,6 +94,9 @@ def load_benchmark(name: str, **kwargs) -> Benchmark:
 
 
 __all__ = [
+    "sha256_file",
+    "sibling_replicates",
+    "zoo_replicates",
     "Benchmark",
     "SPLITS",
     "StateDict",

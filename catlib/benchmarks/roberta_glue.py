@@ -171,6 +171,9 @@ class RobertaGlueBenchmark(TextBenchmark):
         if not theta0.is_dir():
             raise CheckpointNotFoundError(f"no roberta-base/ in {root} (θ0's save_pretrained folder)", path=str(theta0))
         config = _config(theta0)
+        # RoBERTa's positions start after the padding index: a sequence may hold max_position_embeddings − pad − 1
+        # tokens (512 for roberta-base); longer inputs are truncated to what the model can embed
+        self.max_length = min(self.max_length, int(config.max_position_embeddings) - int(config.pad_token_id) - 1)
         self._make_module = lambda: RobertaEncoder(config)
         keys = set(RobertaEncoder(config).state_dict())
         self.pretrained = self._encoder(encoder_weights(read_weights(theta0)), keys, theta0)
@@ -261,7 +264,9 @@ def load_roberta_glue(
     seed: int = 0,
     **kwargs,
 ) -> RobertaGlueBenchmark:
-    """``load_benchmark("roberta-glue", checkpoint_root=..., data_root=...)`` (module docstring for the layouts)."""
+    """``load_benchmark("roberta-glue", checkpoint_root=..., data_root=...)`` (module docstring for the layouts).
+    ``max_length``: tokens per example after truncation (at most what θ0's position table holds); ``val_fraction``
+    of each training set, drawn with ``seed``, is the validation split."""
     if kwargs:
         raise TypeError(f"roberta-glue: unknown option(s) {sorted(kwargs)}; it takes max_length, val_fraction, seed")
     return RobertaGlueBenchmark(checkpoint_root, data_root, tasks, device, max_length, val_fraction, seed)

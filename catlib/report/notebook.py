@@ -203,7 +203,7 @@ def seeds(
     :func:`load`). Seed s runs on the benchmark's replicate s where it ships several (the tiny zoos: experts
     fine-tuned with seed s's fine-tuning seed, ``data/tiny/<size>-r<s>``), else on its only one, and draws its
     exemplars with s."""
-    from ..benchmarks.tiny import replicate_roots
+    from ..benchmarks import ZOOS, zoo_replicates
     from ..protocol import Session
     from ..protocol.seeds import Seeds
 
@@ -214,14 +214,21 @@ def seeds(
     if len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise ValueError(f"seeds must be distinct non-negative integers, got {seeds}")
     n = 1
-    if benchmark.startswith("tiny"):
-        size = "large" if benchmark == "tiny-large" else "default"
-        n = len(replicate_roots(size, Path(checkpoint_root) if checkpoint_root else None))
+    if benchmark in ZOOS:
+        roots = zoo_replicates(benchmark, Path(checkpoint_root) if checkpoint_root else None)
+        n = len(roots)
         if n > 1 and max(seeds) >= n:
+            out = roots[0].parent / f"{roots[0].name}-r{n}"
+            size = "large" if benchmark == "tiny-large" else "default"
+            how = (
+                f"python -m catlib.benchmarks.glue_tiny.build --reuse {roots[0]} --replicate {n} --out {out}"
+                if benchmark == "glue-tiny"
+                else f"python -m catlib.benchmarks.tiny.zoo build --size {size} --reuse {roots[0]} "
+                f"--set finetune.seed=<seed> --out {out}"
+            )
             raise ValueError(
                 f"{benchmark} ships {n} replicates (seeds 0-{n - 1}); seed {max(seeds)} needs another zoo, built "
-                f"with python -m catlib.benchmarks.tiny.zoo build --size {size} --set finetune.seed=<seed> "
-                f"--out data/tiny/{size}-r{max(seeds)}"
+                f"with {how}"
             )
     by_replicate: dict = {}
     for s in seeds:

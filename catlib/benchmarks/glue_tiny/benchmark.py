@@ -13,6 +13,7 @@ import torch
 
 from ...core.device import resolve_device
 from ...core.errors import ZooError
+from .. import sha256_file
 from ..text import GLUE_TASKS, ClassificationHead, RobertaEncoder, TextBenchmark
 from . import data as D
 
@@ -21,16 +22,6 @@ FILES = ("pretrained.safetensors", "heads.safetensors", "manifest.json")
 
 def default_root() -> Path:
     return Path(__file__).resolve().parents[3] / "data" / "glue-tiny"
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class GlueTinyBenchmark(TextBenchmark):
@@ -51,7 +42,7 @@ class GlueTinyBenchmark(TextBenchmark):
         self.manifest = json.loads((self.root / "manifest.json").read_text())
         for name, rec in self.manifest["files"].items():
             path = self.root / name
-            if not path.is_file() or _sha256(path) != rec["sha256"]:
+            if not path.is_file() or sha256_file(path) != rec["sha256"]:
                 raise ZooError(f"{path} is missing or differs from the manifest's sha256: rebuild or restore the zoo")
         self.name, self.all_tasks = "glue-tiny", [t for t in GLUE_TASKS if t in self.manifest["tasks"]]
         self.tasks = list(self.all_tasks)
@@ -87,7 +78,22 @@ class GlueTinyBenchmark(TextBenchmark):
         return self._splits[(task, split)]
 
 
-def load_glue_tiny(root=None, tasks=None, device="cpu", **kwargs) -> GlueTinyBenchmark:
+def load_glue_tiny(root=None, tasks=None, device="cpu", replicate: int = 0, **kwargs) -> GlueTinyBenchmark:
+    """The glue-tiny zoo (``root``: replicate 0's folder, default ``data/glue-tiny``); ``replicate`` k > 0: its
+    sibling ``<root>-r<k>``, whose experts were fine-tuned with other seeds from the same θ0."""
     if kwargs:
-        raise TypeError(f"glue-tiny: unknown option(s) {sorted(kwargs)}; it takes root, tasks, device")
+        raise TypeError(f"glue-tiny: unknown option(s) {sorted(kwargs)}; it takes root, tasks, device, replicate")
+    if isinstance(replicate, bool) or not isinstance(replicate, int) or replicate < 0:
+        raise ValueError(f"glue-tiny: replicate must be a whole number ≥ 0, got {replicate!r}")
+    if replicate:
+        from .. import sibling_replicates
+
+        roots = sibling_replicates(Path(root) if root is not None else default_root())
+        if replicate >= len(roots):
+            raise ZooError(
+                f"the glue-tiny zoo has {len(roots)} replicate(s) (0-{len(roots) - 1}), not {replicate}; build one "
+                f"with python -m catlib.benchmarks.glue_tiny.build --reuse {roots[0]} --replicate {len(roots)} "
+                f"--out {roots[0].parent / f'{roots[0].name}-r{len(roots)}'}"
+            )
+        root = roots[replicate]
     return GlueTinyBenchmark(root, tasks, device)

@@ -1,4 +1,4 @@
-"""Build the glue-tiny zoo: ``python -m catlib.benchmarks.glue_tiny.build --out DIR --threads N [--smoke]``.
+"""Build the glue-tiny zoo: ``python -m catlib.benchmarks.glue_tiny.build --out DIR [--threads N] [--jobs J]``.
 
 1. pretrain θ0 by masked-language modelling on :func:`.data.mlm_corpus` (15% of the real tokens, 80/10/10);
 2. fine-tune one expert per task from θ0 (whole encoder and a fresh :class:`.model.Head`);
@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from transformers import RobertaForMaskedLM
 
+from .. import sha256_file
 from ..metrics import GLUE_METRIC
 from . import data as D
 from .model import MAX_LEN, Encoder, Head, tiny_config
@@ -39,15 +40,15 @@ from .model import MAX_LEN, Encoder, Head, tiny_config
 StateDict = Dict[str, torch.Tensor]
 
 FULL = dict(
-    mlm_examples=40000, mlm_steps=1500, mlm_batch=64, mlm_lr=5e-4,
-    ft_steps=1000, ft_batch=32, ft_lr=3e-4, n_train=None, n_val=D.N_VAL, n_test=D.N_TEST,
+    mlm_examples=40000, mlm_steps=2000, mlm_batch=64, mlm_lr=5e-4,
+    ft_steps=2500, ft_batch=32, ft_lr=3e-4, n_train=None, n_val=D.N_VAL, n_test=D.N_TEST,
     warmup=0.06, weight_decay=0.01, eval_batch=250, alphas=tuple(round(0.05 * i, 2) for i in range(1, 21)),
 )  # fmt: skip
 SMOKE = dict(
     FULL, mlm_examples=300, mlm_steps=12, mlm_batch=16, ft_steps=6, ft_batch=8, n_train=64, n_val=24, n_test=24,
     alphas=(0.25, 0.5, 0.75, 1.0),
 )  # fmt: skip
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 
 
 def _schedule(opt: torch.optim.Optimizer, steps: int, warmup: float):
@@ -211,14 +212,6 @@ def _mean(scores: Dict[str, float]) -> float:
     return float(np.mean(list(scores.values())))
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -229,10 +222,57 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def build(out: Path, threads: int = 1, smoke: bool = False, seed: int = 0, log=print, **overrides) -> dict:
-    """Build the zoo into ``out`` (written under a temporary name, then renamed); return the manifest."""
+def _finetune_job(args, log=None):
+    """One expert on one thread (a worker process of :func:`build`, or inline): ``(name, encoder state, head state,
+    log lines)``."""
+    name, theta0, train, cfg, seed = args
+    if log is None:
+        torch.set_num_threads(1)
+    lines: List[str] = []
+    sd, head = finetune(D.TASKS[name], theta0, train, cfg, seed, log or lines.append)
+    return name, sd, head, lines
+
+
+def build(
+    out: Path,
+    threads: int = 1,
+    smoke: bool = False,
+    seed: int = 0,
+    log=print,
+    jobs: int = 1,
+    reuse: Optional[Path] = None,
+    replicate: int = 0,
+    **overrides,
+) -> dict:
+    """Build the zoo into ``out`` (written under a temporary name, then renamed); return the manifest. ``threads``:
+    torch threads for pretraining and measuring; ``jobs``: experts fine-tuned side by side, one process and one
+    thread each (the experts do not depend on it: each has its own seed). ``reuse``: a built zoo whose θ0, seed and
+    settings are taken (no pretraining); with ``replicate`` r > 0 the experts are fine-tuned with the seeds
+    ``seed + 1 + k + 100 r`` (task k), a replicate of that zoo (loaded as ``load_benchmark("glue-tiny",
+    replicate=r)`` from ``<zoo>-r<r>``)."""
     if threads < 1:
         raise ValueError(f"threads must be ≥ 1, got {threads}")
+    if jobs < 1:
+        raise ValueError(f"jobs must be ≥ 1, got {jobs}")
+    if replicate < 0 or (replicate and reuse is None):
+        raise ValueError(f"replicate must be ≥ 0 and needs --reuse (the zoo whose θ0 it shares), got {replicate}")
+    reused = None
+    if reuse is not None:
+        from safetensors.torch import load_file
+
+        reuse = Path(reuse)
+        if not (reuse / "manifest.json").is_file() or not (reuse / "pretrained.safetensors").is_file():
+            raise ValueError(f"--reuse {reuse}: no built glue-tiny zoo there (manifest.json, pretrained.safetensors)")
+        reused = json.loads((reuse / "manifest.json").read_text())
+        if reused.get("build_version") != BUILD_VERSION or reused.get("smoke") != smoke or overrides:
+            raise ValueError(
+                f"--reuse {reuse}: built by build version {reused.get('build_version')} (smoke "
+                f"{reused.get('smoke')}); this is version {BUILD_VERSION} (smoke {smoke}) and a replicate takes the "
+                "zoo's settings unchanged (no --set)"
+            )
+        if sha256_file(reuse / "pretrained.safetensors") != reused["files"]["pretrained.safetensors"]["sha256"]:
+            raise ValueError(f"--reuse {reuse}: pretrained.safetensors differs from its manifest's sha256")
+        seed = int(reused["seed"])
     cfg = dict(SMOKE if smoke else FULL)
     unknown = set(overrides) - set(cfg)
     if unknown:
@@ -260,14 +300,30 @@ def build(out: Path, threads: int = 1, smoke: bool = False, seed: int = 0, log=p
     log(f"data: {timings['data_s']:.1f} s")
 
     t = time.time()
-    theta0 = fp16_round(pretrain(cfg, seed, log))
+    if reused is not None:
+        theta0 = {k: v.to(torch.float32) for k, v in load_file(str(reuse / "pretrained.safetensors")).items()}
+        log(f"θ0 from {reuse} (replicate {replicate})")
+    else:
+        theta0 = fp16_round(pretrain(cfg, seed, log))
     timings["pretrain_s"] = time.time() - t
     log(f"pretraining: {timings['pretrain_s']:.0f} s")
 
     t = time.time()
     experts, heads = {}, {}
-    for k, (name, task) in enumerate(D.TASKS.items()):
-        sd, head = finetune(task, theta0, raw[name], cfg, seed + 1 + k, log)
+    ft_seeds = {name: seed + 1 + k + 100 * replicate for k, name in enumerate(D.TASKS)}
+    jobs_args = [(name, theta0, raw[name], cfg, ft_seeds[name]) for name in D.TASKS]
+    if jobs > 1:  # one process per expert, one thread each: the same numbers as jobs=1, in less wall time
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn")) as pool:
+            done = list(pool.map(_finetune_job, jobs_args))
+    else:
+        done = [_finetune_job(a, log) for a in jobs_args]
+    for name, sd, head, lines in done:
+        if jobs > 1:
+            for line in lines:
+                log(line)
         experts[name], heads[name] = fp16_round(sd), head
     timings["finetune_s"] = time.time() - t
     log(f"fine-tuning: {timings['finetune_s']:.0f} s")
@@ -283,7 +339,11 @@ def build(out: Path, threads: int = 1, smoke: bool = False, seed: int = 0, log=p
         "build_version": BUILD_VERSION,
         "smoke": smoke,
         "seed": seed,
-        "finetune_seeds": {name: seed + 1 + k for k, name in enumerate(D.TASKS)},
+        "finetune_seeds": ft_seeds,
+        "replicate": replicate,
+        "theta0_from": None
+        if reuse is None
+        else {"zoo": reuse.name, "sha256": sha256_file(reuse / "pretrained.safetensors")},
         "settings": cfg,
         "model_config": tiny_config().to_dict(),
         "max_len": MAX_LEN,
@@ -299,6 +359,7 @@ def build(out: Path, threads: int = 1, smoke: bool = False, seed: int = 0, log=p
         "torch": torch.__version__,
         "cpu": _cpu_model(),
         "threads": threads,
+        "jobs": jobs,
     }
     write_zoo(out, theta0, experts, heads, manifest)
     log(f"wrote {out} in {time.time() - t_all:.0f} s")
@@ -345,7 +406,7 @@ def write_zoo(out: Path, theta0: StateDict, experts, heads, manifest: dict) -> N
     save_file(flat, str(tmp / "heads.safetensors"))
     manifest = dict(manifest)
     manifest["files"] = {
-        p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in sorted(tmp.iterdir()) if p.is_file()
+        p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in sorted(tmp.iterdir()) if p.is_file()
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=False) + "\n")
     old = out.parent / f".{out.name}.old-{os.getpid()}"
@@ -360,10 +421,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m catlib.benchmarks.glue_tiny.build", description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="the zoo's folder (replaced when it exists)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    ap.add_argument("--jobs", type=int, default=1, help="experts fine-tuned side by side, one process each (default 1)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reuse", type=Path, help="a built zoo whose θ0, seed and settings to take (no pretraining)")
+    ap.add_argument("--replicate", type=int, default=0, help="with --reuse: replicate r, fine-tuning seeds + 100 r")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: the whole pipeline in seconds")
     args = ap.parse_args(argv)
-    build(args.out, args.threads, args.smoke, args.seed, log=lambda m: print(m, flush=True))
+    try:
+        build(
+            args.out, args.threads, args.smoke, args.seed, log=lambda m: print(m, flush=True), jobs=args.jobs,
+            reuse=args.reuse, replicate=args.replicate,
+        )  # fmt: skip
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -468,14 +468,14 @@ def gen_qqp(rng, label: int) -> Tuple[str, str]:
     return a, _question(rng, _change(rng, p, _pick(rng, ("verb", keep))), slot)
 
 
-STSB_SLOTS = ("subj", "verb", "obj", "loc", "time")
+STSB_SLOTS = ("subj", "verb", "obj")
 
 
 def gen_stsb(rng, label=None) -> Tuple[Tuple[str, str], float]:
-    """Similarity: k of five slots changed (k uniform in 0..5); score 5·(5 − k)/5, −1.5 if negation flipped, plus
-    N(0, 0.3) noise, clipped to [0, 5]. Returns the example and its score."""
-    p = _prop(rng, transitive=True, p_loc=1.0, p_time=1.0, p_neg=0.15)
-    k = int(rng.integers(6))
+    """Similarity: k of three slots (subject, verb, object) changed, k uniform in 0..3; score 5·(3 − k)/3, −1.5 if
+    negation flipped, plus N(0, 0.3) noise, clipped to [0, 5]. Returns the example and its score."""
+    p = _prop(rng, transitive=True, p_neg=0.15)
+    k = int(rng.integers(len(STSB_SLOTS) + 1))
     q = p
     for slot in rng.permutation(STSB_SLOTS)[:k]:
         q = _change(rng, q, str(slot))
@@ -483,7 +483,8 @@ def gen_stsb(rng, label=None) -> Tuple[Tuple[str, str], float]:
     if flip:
         q = _change(rng, q, "neg")
     s, t = _two_styles(rng, p)
-    y = 5.0 * (5 - k) / 5 - (1.5 if flip else 0.0) + float(rng.normal(0.0, 0.3))
+    n = len(STSB_SLOTS)
+    y = 5.0 * (n - k) / n - (1.5 if flip else 0.0) + float(rng.normal(0.0, 0.3))
     return (_say(p, **s), _say(q, **t)), float(np.clip(y, 0.0, 5.0))
 
 
@@ -604,7 +605,7 @@ class Task:
     description: str
     generator: Callable
     label_noise: float  # classification: probability of a label drawn uniformly at random
-    n_train: int = 4000
+    n_train: int = 16000
 
     @property
     def metric(self) -> str:
@@ -622,7 +623,7 @@ TASKS: Mapping[str, Task] = MappingProxyType(
             Task("stsb", "STS-B", "regression", 1, "statement pair similarity in [0, 5]", gen_stsb, 0.0),
             Task("mnli", "MNLI", "classification", 3, "entailment 0 / neutral 1 / contradiction 2", gen_mnli, 0.06),
             Task("qnli", "QNLI", "classification", 2, "sentence answers question 0, not 1", gen_qnli, 0.04),
-            Task("rte", "RTE", "classification", 2, "two-clause premise entails 0, not 1", gen_rte, 0.06, 1000),
+            Task("rte", "RTE", "classification", 2, "two-clause premise entails 0, not 1", gen_rte, 0.06, 8000),
         )
     }
 )
@@ -648,8 +649,8 @@ def task_split(
     """The examples ``[(a, b or None)]`` and labels (int; float for regression) of one split.
 
     One stream of distinct examples per (task, seed) is cut into test, then val, then train, so the splits never
-    share an example (and the test and val sets do not depend on ``n_train``; default: the task's own, 4000 or
-    RTE's 1000)."""
+    share an example (and the test and val sets do not depend on ``n_train``; default: the task's own, 16 000 or
+    RTE's 8000)."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     if split not in SPLITS:

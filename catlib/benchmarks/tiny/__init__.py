@@ -139,14 +139,11 @@ class TinyBenchmark(InMemorySplits, Benchmark):
 def replicate_roots(size: str = "default", root: Optional[Path] = None) -> List[Path]:
     """The zoo folders of a size's replicates, in order: ``root`` (default ``data/tiny/<size>``) is replicate 0 and
     its siblings ``<root>-r1``, ``<root>-r2``, ... (experts fine-tuned with other seeds from the same θ0) the next
-    ones, as far as they exist."""
+    ones, as far as they exist (:func:`catlib.benchmarks.sibling_replicates`)."""
+    from .. import sibling_replicates
     from .zoo import default_root
 
-    base = Path(root) if root is not None else default_root(size)
-    out = [base]
-    while (base.parent / f"{base.name}-r{len(out)}" / "manifest.json").exists():
-        out.append(base.parent / f"{base.name}-r{len(out)}")
-    return out
+    return sibling_replicates(Path(root) if root is not None else default_root(size))
 
 
 def _replicate_root(size: str, root: Optional[Path], replicate: int) -> Optional[Path]:

@@ -37,6 +37,7 @@ import torch
 
 from ...core.errors import ZooError
 from ...core.io import atomic_path
+from .. import sha256_file
 from . import data as D
 from .model import PrototypeHead
 
@@ -58,14 +59,6 @@ def cache_dir() -> Path:
 
 def config_hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def sha256_array(*arrays: np.ndarray) -> str:
