@@ -144,9 +144,6 @@ READS_BENCHMARKS = ("10_",)  # the cost page plots the stored measurements of be
 NO_ZOO = ("12_",)  # pages on benchmarks generated at load time (the positive control): a lane of their own
 
 
-OTHER_ZOOS = ("glue-tiny",)  # built zoos other than the tiny ones: a notebook on one runs in its own lane
-
-
 def notebook_benchmark(src: Path, params: dict) -> str:
     """The benchmark a notebook runs on: the executed parameter, else the default in its parameters cell."""
     if "benchmark" in params:
@@ -168,8 +165,10 @@ def zoo_sizes(name: str, params: dict, src: Optional[Path] = None) -> list:
         return list(sizes.values())
     if name.startswith(NO_ZOO):
         return []
+    from catlib.benchmarks import ZOOS
+
     bench = notebook_benchmark(src, params) if src is not None else params.get("benchmark", "tiny")
-    if bench in OTHER_ZOOS:
+    if bench in ZOOS and bench not in sizes:  # a built zoo other than the tiny ones (glue-tiny): its own lane
         return [bench]
     size = sizes.get(bench)
     return [size] if size else []

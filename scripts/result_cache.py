@@ -53,14 +53,17 @@ from catlib.protocol.cache import CACHE_VERSION, ResultCache, atomic_write, code
 EMBEDDED = ("tiny", "tiny-large", "glue-tiny", "control", "control-shared")
 
 
-# The benchmark code each result's fingerprint may cover (``Benchmark.code_files``): none (the tiny zoos and the
-# controls), the CLIP code, the glue-tiny code (text.py, metrics.py, glue_tiny/).
-CODE_FILES = ((), ("clip",), ("text.py", "metrics.py", "glue_tiny"))
+def code_files() -> tuple:
+    """The benchmark code a result's fingerprint may cover (``Benchmark.code_files``): none (the tiny zoos and the
+    controls), the CLIP code, and the glue-tiny benchmark's own (read from its class)."""
+    from catlib.benchmarks.glue_tiny.benchmark import GlueTinyBenchmark
+
+    return ((), ("clip",), tuple(GlueTinyBenchmark.code_files))
 
 
 def current_codes() -> set:
-    """The code fingerprints of this checkout, one per entry of :data:`CODE_FILES`."""
-    return {code_fingerprint(cf) for cf in CODE_FILES}
+    """The code fingerprints of this checkout, one per entry of :func:`code_files`."""
+    return {code_fingerprint(cf) for cf in code_files()}
 
 
 def entries(cache_dir: Path):
@@ -221,7 +224,7 @@ def rekey(rev: str, per_method: int, tolerance: float, drop=(), bundle: Path = B
 
     with tempfile.TemporaryDirectory() as tmp:
         tree = revision_tree(rev, Path(tmp) / "tree")
-        mapping = {code_fingerprint(cf, tree / "catlib"): code_fingerprint(cf) for cf in CODE_FILES}
+        mapping = {code_fingerprint(cf, tree / "catlib"): code_fingerprint(cf) for cf in code_files()}
         if all(old == new for old, new in mapping.items()):
             print(f"[result-cache] {rev}'s code fingerprints equal this checkout's: nothing to rekey")
             return 0
