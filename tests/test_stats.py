@@ -1,7 +1,9 @@
 """Statistics collection: hooks see exactly the inputs of each linear map; Grams stream correctly."""
 
+import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from catlib.core.stats import Gram, classify_parameters, collect_statistics, mha_head_outputs
 from conftest import tiny_vit
@@ -100,3 +102,58 @@ def test_fisher_and_gradient_statistics(vit_setup):
             total[k] += p.grad**2
     assert torch.allclose(f["proj"], total["proj"] / x.shape[0], rtol=1e-4, atol=1e-10)
     assert set(st.grad_abs[2]) == set(f)
+
+
+class _TinyDecoder(nn.Module):
+    """Next-token logits (B, T, V) of a bag-of-tokens model: an embedding then a linear map."""
+
+    def __init__(self, vocab: int = 7, dim: int = 4):
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = nn.Embedding(vocab, dim)
+        self.out = nn.Linear(dim, vocab)
+
+    def forward(self, answer_ids):
+        return self.out(self.emb(answer_ids))
+
+
+def test_sequence_loss_fisher_and_gradients():
+    """Sequence targets: the empirical Fisher is the squared gradient of the summed NLL of the counted tokens (-100
+    skipped), TATR's mean |gradient| that of the mean cross-entropy; the exact Fisher is refused with a reason."""
+    model = _TinyDecoder()
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    x = {"answer_ids": torch.tensor([[1, 2, 3, 0], [4, 5, 0, 0]])}
+    y = torch.tensor([[2, 3, 6, -100], [5, 6, -100, -100]])
+    head = nn.Identity()
+    st = collect_statistics(
+        model, sd, [sd], [(x, y)], needs=("fisher", "grad_abs"), heads=[head], losses=["sequence"],
+        fisher_estimator="empirical",
+    )  # fmt: skip
+    want_f = {k: torch.zeros_like(v) for k, v in sd.items()}
+    want_g = {k: torch.zeros_like(v) for k, v in sd.items()}
+    for i in range(2):
+        m = _TinyDecoder()
+        m.load_state_dict(sd)
+        logits = m(x["answer_ids"][i : i + 1])[0]
+        keep = y[i] != -100
+        nll = -torch.log_softmax(logits, -1)[keep].gather(1, y[i][keep][:, None]).sum()
+        for k, g in zip(dict(m.named_parameters()), torch.autograd.grad(nll, list(m.parameters()), retain_graph=True)):
+            want_f[k] += g**2 / 2
+        ce = nll / keep.sum()
+        for k, g in zip(dict(m.named_parameters()), torch.autograd.grad(ce, list(m.parameters()))):
+            want_g[k] += g.abs() / 2
+    for k in sd:
+        torch.testing.assert_close(st.fisher[0][k], want_f[k])
+        torch.testing.assert_close(st.grad_abs[0][k], want_g[k])
+    sampled = collect_statistics(model, sd, [sd], [(x, y)], needs=("fisher",), heads=[head], losses=["sequence"])
+    assert all(torch.isfinite(v).all() for v in sampled.fisher[0].values())
+    with pytest.raises(ValueError, match="exact Fisher of a sequence"):
+        collect_statistics(
+            model, sd, [sd], [(x, y)], needs=("fisher",), heads=[head], losses=["sequence"], fisher_estimator="exact"
+        )
+    with pytest.raises(ValueError, match="next-token logits"):
+        collect_statistics(
+            nn.Linear(3, 2), {"weight": torch.zeros(2, 3), "bias": torch.zeros(2)},
+            [{"weight": torch.zeros(2, 3), "bias": torch.zeros(2)}], [(torch.zeros(2, 3), y)], needs=("fisher",),
+            heads=[head], losses=["sequence"], fisher_estimator="empirical",
+        )  # fmt: skip

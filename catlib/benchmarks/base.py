@@ -13,7 +13,9 @@ Conventions
   mapping with ``input_ids`` and ``attention_mask`` ``(B, T)`` (:mod:`catlib.core.inputs`), given to the encoder as
   keyword arguments.
 * Each task reports one number in points (:meth:`Benchmark.metric`, default top-1 accuracy) and says what its
-  head outputs (:meth:`Benchmark.loss`: class logits, or one regression value).
+  head outputs (:meth:`Benchmark.loss`: class logits, or one regression value). A :attr:`Benchmark.generative`
+  one (vision-language: captions, open answers) scores generated text instead (:meth:`Benchmark.generate`); its
+  heads are identities and its module returns next-token logits under teacher forcing.
 * Splits are ``"train"``, ``"val"`` and ``"test"``. Hyperparameters are chosen on ``"val"``, reported on ``"test"``;
   exemplars for data-dependent merges come from ``"train"``.
 """
@@ -85,8 +87,17 @@ class Benchmark:
 
     def loss(self, task: str) -> str:
         """What ``task``'s head outputs (:data:`catlib.core.stats.LOSSES`): ``"classification"`` (class logits,
-        predictions by argmax) or ``"regression"`` (one value per example, ``(B, 1)``)."""
+        predictions by argmax), ``"regression"`` (one value per example, ``(B, 1)``) or ``"sequence"`` (a text
+        decoder's next-token logits, ``(B, T, V)``, on a :attr:`generative` benchmark)."""
         return "classification"
+
+    # --- generative benchmarks (captions, open answers) ---------------------------------------------------------
+    generative: bool = False  # True: tasks are scored from generated text (:meth:`generate`), not through a head
+
+    def generate(self, module: nn.Module, task: str, split: str, batch_size: int = 64, amp: bool = False):
+        """(predictions, references) of ``module`` (this benchmark's architecture, weights loaded) on one task and
+        split, for the task's :meth:`metric`: generated strings and each item's reference strings."""
+        raise NotImplementedError(f"{self.name} scores its tasks through heads; it generates no text")
 
     # --- conveniences shared by all benchmarks -------------------------------------------------------------------
     def finetuned_list(self, tasks: Optional[Sequence[str]] = None) -> List[StateDict]:

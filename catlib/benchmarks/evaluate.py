@@ -2,7 +2,8 @@
 
 ``evaluate(benchmark, state_dict)`` loads the state dict into the benchmark's encoder, runs each task's split through
 encoder + that task's frozen head, and returns each task's number in points: top-1 accuracy, or the metric the
-benchmark names for the task (:meth:`~catlib.benchmarks.base.Benchmark.metric`, e.g. GLUE's Matthews correlation).
+benchmark names for the task (:meth:`~catlib.benchmarks.base.Benchmark.metric`, e.g. GLUE's Matthews correlation);
+a generative benchmark's tasks are scored from the text the model generates (CIDEr-D, VQA accuracy).
 """
 
 from __future__ import annotations
@@ -112,8 +113,13 @@ def evaluate(
     enc.to(benchmark.device).eval()
     out: Dict[str, float] = {}
     for t in benchmark._check_tasks(tasks):
-        head, loader = (heads or {}).get(t, benchmark.heads[t]), benchmark.loader(t, split, batch_size)
         name, fn = benchmark.metric(t)
+        if benchmark.generative:  # captions, open answers: the metric scores generated text
+            if heads and t in heads:
+                raise ValueError(f"{benchmark.name} generates its answers: a replacement head for {t!r} has no effect")
+            out[t] = float(fn(*benchmark.generate(enc, t, split, batch_size, amp)))
+            continue
+        head, loader = (heads or {}).get(t, benchmark.heads[t]), benchmark.loader(t, split, batch_size)
         loss = benchmark.loss(t)
         if name == "accuracy" and loss == "classification":  # counted on the fly, no list of predictions
             out[t] = accuracy(enc, head, loader, benchmark.device, amp=amp, desc=f"eval {t}/{split}")

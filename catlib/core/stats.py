@@ -21,7 +21,8 @@ Gram matrices are streamed (:class:`Gram`): while fewer rows than columns were s
 (a thin factor, exact and cheaper); past that the dense d × d sum is kept. Memory is O(d²) per layer, never all
 tokens. Fisher diagonals and mean absolute gradients need a loss, i.e. one head per task (features → logits), and
 what its output means (``losses``): class logits (cross-entropy) or one regression value (squared error, the
-Fisher of a unit-variance Gaussian).
+Fisher of a unit-variance Gaussian), or next-token logits of a text decoder (the sequence's negative
+log-likelihood, summed over its target tokens).
 
 Orientation: every weight is handled as PyTorch stores a linear map, (out, in); the paper's ``T`` (in, out) is
 our ``τᵀ``. ``LayerInfo.transposed`` marks parameters stored (in, out) (open_clip ``proj``).
@@ -44,7 +45,9 @@ from .progress import progress
 from .statedict import StateDict, float_keys, quick_digest
 
 STAT_KINDS = ("gram", "norm_sq", "fisher", "grad_abs")
-LOSSES = ("classification", "regression")  # what a head's output is: class logits, or one regression value
+# What a head's output is: class logits (B, C); one regression value (B, 1); or a generated sequence's next-token
+# logits (B, T, V) under teacher forcing, scored against target ids (B, T) with -100 where no token counts.
+LOSSES = ("classification", "regression", "sequence")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -352,11 +355,13 @@ def collect_statistics(
     a mapping with ``input_ids`` and ``attention_mask``, padding excluded from the statistics) or (inputs,
     labels). heads: one module per task mapping ``module``'s output to logits (needed for "fisher" and
     "grad_abs"); ``losses`` says per task what a head's output is (:data:`LOSSES`, default every task
-    "classification"): class logits (cross-entropy) or ``(B, 1)`` regression values (squared error, targets as
-    floats). expert_scale: features come from θ0 + expert_scale·τ_k. fisher_estimator: "sampled" (true Fisher,
-    one label drawn from the model's prediction per example; for regression a target drawn from N(prediction,
-    1)), "exact" (the expectation: over all classes; for regression the squared gradient of the prediction) or
-    "empirical" (given labels).
+    "classification"): class logits (cross-entropy), ``(B, 1)`` regression values (squared error, targets as
+    floats) or ``(B, T, V)`` next-token logits (targets ``(B, T)`` token ids, -100 where none counts).
+    expert_scale: features come from θ0 + expert_scale·τ_k. fisher_estimator: "sampled" (true Fisher, one label
+    drawn from the model's prediction per example; for regression a target drawn from N(prediction, 1); for a
+    sequence one token per position from the teacher-forced prediction), "exact" (the expectation: over all
+    classes; for regression the squared gradient of the prediction; refused for sequences) or "empirical" (given
+    labels).
     """
     needs = tuple(needs)
     unknown = set(needs) - set(STAT_KINDS)
@@ -434,6 +439,25 @@ def collect_statistics(
 def _terms(out: torch.Tensor, y, i: int, estimator: str, loss: str, gen: torch.Generator) -> list:
     """One example's Fisher terms ``[(scalar, weight), ...]``: the squared gradient of each scalar, weighted,
     summed over the terms, is the example's Fisher diagonal. ``out``: the head's output (1, classes) or (1, 1)."""
+    if loss == "sequence":
+        if out.dim() != 3:
+            raise ValueError(f"a sequence model must output next-token logits (1, T, V), got shape {tuple(out.shape)}")
+        logp = F.log_softmax(out[0], dim=-1)  # (T, V)
+        target = torch.as_tensor(y[i], device=out.device) if y is not None else None
+        keep = (target != -100) if target is not None else torch.ones(logp.shape[0], dtype=torch.bool)
+        if target is not None and target.shape[0] != logp.shape[0]:
+            raise ValueError(f"sequence targets ({target.shape[0]} positions) do not match logits ({logp.shape[0]})")
+        logp = logp[keep]
+        if estimator == "exact":
+            raise ValueError(
+                "the exact Fisher of a sequence needs a backward pass per vocabulary entry and position; "
+                "use fisher_estimator='sampled' or 'empirical'"
+            )
+        if estimator == "sampled":  # one token per position from the model's own teacher-forced prediction
+            drawn = torch.multinomial(logp.detach().exp().cpu(), 1, generator=gen)[:, 0].to(logp.device)
+        else:
+            drawn = target[keep]
+        return [(-logp.gather(1, drawn[:, None]).sum(), 1.0)]
     if loss == "regression":
         if out.shape[-1] != 1:
             raise ValueError(f"a regression head must output one value per example, got {out.shape[-1]}")
@@ -478,7 +502,9 @@ def _grad_abs(model, head, x, y, loss: str = "classification") -> StateDict:
     n = batch_len(x)
     for i in range(n):
         out = head(forward(model, take(x, slice(i, i + 1)))).float()
-        if loss == "regression":
+        if loss == "sequence":  # mean next-token cross-entropy over the target tokens
+            value = F.cross_entropy(out[0], y[i].long(), ignore_index=-100)
+        elif loss == "regression":
             value = F.mse_loss(out[:, 0], y[i : i + 1].float())
         else:
             value = F.cross_entropy(out, y[i : i + 1])
