@@ -13,7 +13,8 @@ Public face::
 Layers (imports point one way): ``core`` (state dicts, linear algebra, statistics, errors) ← ``merge`` (the
 registry and one module per method) ← ``protocol`` (runs, the result cache, grids, validation tuning) ← ``report``
 (tables, plots, claims for the book); ``analysis`` (conflicts, Theorem 4.4, interference, premise diagnostics) and
-``benchmarks`` (tiny, clip) sit beside ``protocol``.
+``benchmarks`` (the tiny zoos, clip, glue-tiny and roberta-glue for text, vl-tiny and blip for vision-language) sit
+beside ``protocol``.
 """
 
 import sys as _sys

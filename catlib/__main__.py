@@ -184,7 +184,7 @@ def _benchmark_kwargs(a) -> Dict[str, Any]:
         kw.update(checkpoint_root=a.checkpoint_root, data_root=a.data_root)
         if a.batch_size:
             kw["batch_size"] = a.batch_size
-        if a.benchmark != "roberta-glue":  # the CLIP loaders' own options
+        if a.benchmark not in ("roberta-glue", "blip"):  # the CLIP loaders' own options
             kw["trust_pickle"] = a.trust_pickle
             if a.no_amp:
                 kw["amp"] = False

@@ -17,8 +17,10 @@ any output changed (or a cell fails).
 * Merge/evaluation results come from catlib's result cache (.cache/report/, keyed by the benchmark's manifest
   and a hash of catlib's merge code, so a change to that code recomputes them). Where it has no entry yet, the
   results the notebooks were executed with are taken from notebooks/.result-cache.jsonl.xz (scripts/result_cache.py;
-  `scripts/test.sh` then recomputes a sample of them from the weights). `--fresh` uses an empty cache instead (the
-  whole book's computation, about 65 minutes on 2 cores).
+  `scripts/test.sh` then recomputes a sample of them from the weights). A bundle with entries of other code (a
+  change to catlib committed without its rekeyed bundle) fails at once rather than recomputing for an hour
+  (CATLIB_NBVAL_RECOMPUTE=1 recomputes). `--fresh` uses an empty cache instead (the whole book's computation, about
+  65 minutes on 2 cores).
 * Notebooks on different tiny zoos run side by side (``--jobs``, default 2): the lanes and order of
   scripts/build_book.py; the cost and claims notebooks run after them, alone.
 * The notebooks write their results files into a temporary copy of notebooks/results/, so the committed ones are
@@ -88,9 +90,21 @@ def main(argv=None) -> int:
                 total, mine, written = RC.unpack(cache_dir)
                 print(
                     f"[nbval] {RC.BUNDLE.name}: {total} results, {mine} computed by this code, {written} added to "
-                    f"the result cache" + ("" if mine else " (none: every merge is recomputed, about 45 min)"),
+                    f"the result cache",
                     flush=True,
                 )
+                if mine < total and env.get("CATLIB_NBVAL_RECOMPUTE") != "1":
+                    # A bundle is packed from one code's results: older entries mean catlib's merge code changed
+                    # after it was packed, and re-executing would recompute those merges (an hour or more).
+                    print(
+                        f"[nbval] FAILED: {total - mine} bundled results were computed by other code than this "
+                        "checkout's (catlib's merge or benchmark code changed after the bundle was packed). Rekey "
+                        "them (`.venv/bin/python scripts/result_cache.py rekey --since <commit>`) or rebuild the "
+                        "book, and commit notebooks/.result-cache.jsonl.xz; CATLIB_NBVAL_RECOMPUTE=1 recomputes "
+                        "them here instead.",
+                        flush=True,
+                    )
+                    return 1
         base = [
             sys.executable,
             "-m",

@@ -50,15 +50,16 @@ from catlib.core.io import atomic_write_bytes  # noqa: E402
 from catlib.protocol.cache import CACHE_VERSION, ResultCache, atomic_write, code_fingerprint, sha  # noqa: E402
 
 # The benchmarks whose results the book's notebooks compute on a CPU (the others need checkpoints on a user's disk).
-EMBEDDED = ("tiny", "tiny-large", "glue-tiny", "control", "control-shared")
+EMBEDDED = ("tiny", "tiny-large", "glue-tiny", "vl-tiny", "control", "control-shared")
 
 
 def code_files() -> tuple:
     """The benchmark code a result's fingerprint may cover (``Benchmark.code_files``): none (the tiny zoos and the
-    controls), the CLIP code, and the glue-tiny benchmark's own (read from its class)."""
+    controls), the CLIP code, and the glue-tiny and vl-tiny benchmarks' own (read from their classes)."""
     from catlib.benchmarks.glue_tiny.benchmark import GlueTinyBenchmark
+    from catlib.benchmarks.vl_tiny.benchmark import VLTinyBenchmark
 
-    return ((), ("clip",), tuple(GlueTinyBenchmark.code_files))
+    return ((), ("clip",), tuple(GlueTinyBenchmark.code_files), tuple(VLTinyBenchmark.code_files))
 
 
 def current_codes() -> set:

@@ -102,7 +102,8 @@ def _build_book():
 def test_book_lanes_one_per_zoo_and_alone_last():
     """build_book runs one lane per tiny zoo side by side; the cost, premise and claims pages run after, alone (the
     premise and claims pages read the others' results files); a notebook's input hash covers only the zoo it runs
-    on (building the large zoo does not re-run the default pages; rebuilding glue-tiny re-runs Table 3 only)."""
+    on (building the large zoo does not re-run the default pages; rebuilding glue-tiny re-runs Table 3 only,
+    vl-tiny Table 4)."""
     B = _build_book()
     items = B.plan()
     side = [it for it in items if not B.alone(it[0])]
@@ -110,6 +111,7 @@ def test_book_lanes_one_per_zoo_and_alone_last():
               for n, src, params in lane[:1]}  # fmt: skip
     assert groups[("large",)] == ["02_table2"]
     assert groups[("glue-tiny",)] == ["14_table3"]  # its own zoo, read from its parameters cell's default
+    assert groups[("vl-tiny",)] == ["15_table4"]
     assert groups[("default",)][0] == "01_table1" and "10_cost" not in groups[("default",)]
     assert groups[("default", "large")] == ["00_benchmark"]  # its acceptance table reads every zoo
     assert groups[()] == ["12_control"]  # the control is generated at load time: no zoo, a lane of its own

@@ -147,7 +147,8 @@ def test_a_test_time_entry_is_recomputed_from_its_key(tmp_path):
 
 
 def test_the_bundle_covers_every_embedded_benchmarks_code():
-    """Results on glue-tiny carry a code fingerprint over its own code too: the bundle must keep them."""
+    """Results on glue-tiny and vl-tiny carry a code fingerprint over their own code too: the bundle must keep
+    them."""
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
@@ -156,4 +157,8 @@ def test_the_bundle_covers_every_embedded_benchmarks_code():
     from catlib.benchmarks.glue_tiny.benchmark import GlueTinyBenchmark
     from catlib.protocol.cache import code_fingerprint
 
+    from catlib.benchmarks.vl_tiny.benchmark import VLTinyBenchmark
+
     assert code_fingerprint(GlueTinyBenchmark.code_files) in RC.current_codes()
+    assert code_fingerprint(VLTinyBenchmark.code_files) in RC.current_codes()
+    assert {"glue-tiny", "vl-tiny"} <= set(RC.EMBEDDED)

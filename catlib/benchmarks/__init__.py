@@ -26,16 +26,18 @@ _BENCHMARKS: Dict[str, str] = {
     "control-shared": "catlib.benchmarks.control:load_control_shared",
     "roberta-glue": "catlib.benchmarks.roberta_glue:load_roberta_glue",  # Table 3: roberta-base experts on GLUE
     "glue-tiny": "catlib.benchmarks.glue_tiny.benchmark:load_glue_tiny",  # Table 3's embedded stand-in
+    "blip": "catlib.benchmarks.blip:load_blip",  # Table 4: BLIP experts on six vision-language tasks
+    "vl-tiny": "catlib.benchmarks.vl_tiny.benchmark:load_vl_tiny",  # Table 4's embedded stand-in
 }
 
 
 # The benchmarks built from checkpoints and datasets on the user's disk: they need checkpoint_root and data_root.
 # Every other one is embedded (the tiny zoos ship in data/tiny/, the controls are generated at load time).
-NEEDS_ROOTS = ("openclip", "vit-b-32", "vit-b-16", "vit-l-14", "roberta-glue")
+NEEDS_ROOTS = ("openclip", "vit-b-32", "vit-b-16", "vit-l-14", "roberta-glue", "blip")
 
 
 # The embedded benchmarks shipped as a built zoo: their checkpoint_root (optional) is the zoo's folder (``root=``).
-ZOOS = ("tiny", "tiny-large", "glue-tiny")
+ZOOS = ("tiny", "tiny-large", "glue-tiny", "vl-tiny")
 
 
 def sha256_file(path: Path) -> str:
@@ -68,6 +70,10 @@ def zoo_replicates(name: str, root: Optional[Path] = None) -> List[Path]:
         from .glue_tiny.benchmark import default_root
 
         return sibling_replicates(Path(root) if root is not None else default_root())
+    if name == "vl-tiny":
+        from .vl_tiny.benchmark import default_root as vl_root
+
+        return sibling_replicates(Path(root) if root is not None else vl_root())
     from .tiny import replicate_roots
 
     return replicate_roots("large" if name == "tiny-large" else "default", root)

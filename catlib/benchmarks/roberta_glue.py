@@ -26,12 +26,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..core.errors import ArchitectureMismatchError, CheckpointNotFoundError, CorruptCheckpointError
+from ..core.errors import ArchitectureMismatchError, CheckpointNotFoundError
 from ..core.device import resolve_device
 from ..core.errors import DatasetMissingError
+from .hf import read_weights
 from .text import GLUE_TASKS, ClassificationHead, GlueTask, RobertaEncoder, TextBenchmark
 
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # GLUE's original TSV files: (header or None, column of text a, column of text b, label column) per task
 TSV = {
     "cola": (None, 3, None, 1),
@@ -44,29 +44,6 @@ TSV = {
     "rte": (0, "sentence1", "sentence2", "label"),
 }
 LABEL_WORDS = {"entailment": 0, "neutral": 1, "contradiction": 2, "not_entailment": 1}
-
-
-def read_weights(folder: Path) -> Dict[str, torch.Tensor]:
-    """The tensors of a ``save_pretrained`` folder (safetensors preferred; a ``.bin`` is read with
-    ``weights_only=True``, so a file holding other Python objects is refused, never executed)."""
-    for name in WEIGHT_FILES:
-        path = folder / name
-        if not path.is_file():
-            continue
-        try:
-            if name.endswith(".safetensors"):
-                from safetensors.torch import load_file
-
-                return load_file(str(path))
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # a damaged or foreign file: say which and why
-            raise CorruptCheckpointError(f"cannot read {path}: {e}", path=str(path)) from None
-    if (folder / "model.safetensors.index.json").is_file() or list(folder.glob("*.safetensors.index.json")):
-        raise CheckpointNotFoundError(
-            f"{folder} holds a sharded checkpoint; save it unsharded (save_pretrained(..., max_shard_size='2GB'))",
-            path=str(folder),
-        )
-    raise CheckpointNotFoundError(f"no {' or '.join(WEIGHT_FILES)} in {folder}", path=str(folder))
 
 
 def encoder_weights(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
@@ -144,7 +121,7 @@ def _read_table(folder: Path, task: GlueTask, split: str) -> Tuple[List[str], Op
 class RobertaGlueBenchmark(TextBenchmark):
     """The paper's Table 3 from local files (module docstring); ``load_benchmark("roberta-glue", ...)``."""
 
-    code_files = ("text.py", "roberta_glue.py", "metrics.py")
+    code_files = ("text.py", "roberta_glue.py", "metrics.py", "hf.py")
 
     def __init__(
         self,

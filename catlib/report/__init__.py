@@ -9,7 +9,7 @@ Session. One module per job; every name below is importable from ``catlib.report
   ``data/paper/*.csv``, side-by-side comparisons), :mod:`.plots`, :mod:`.results` (``notebooks/results/<name>.json``,
   written atomically), :mod:`.paper_claims` (the paper's claims checked against the results files),
   :mod:`.conflicts`, :mod:`.awd_pages`, :mod:`.premise_pages` and :mod:`.text_pages` (the knowledge-conflict, AWD,
-  premise and Table 3 pages),
+  premise and Tables 3 and 4 pages),
   :mod:`.timing` (Table 9).
 * :mod:`.legacy`: the deprecated pre-Session helpers (``run(bench, ...)``, ``tune(bench, ...)``, ...).
 
@@ -66,7 +66,8 @@ from .premise_pages import (  # noqa: F401
     summary_table,
 )
 from .plots import average_bars, category_plot, heatmap, line_plot  # noqa: F401
-from .text_pages import GLUE_ACCEPTANCE, glue_acceptance, metric_labels, paper_columns  # noqa: F401
+from .text_pages import GLUE_ACCEPTANCE, VL_ACCEPTANCE, glue_acceptance, metric_labels, paper_columns  # noqa: F401
+from .text_pages import paper_in_points, vl_acceptance, vl_paper_columns, wins  # noqa: F401
 from .results import DASH, load_results, results_dir, save_figure, save_results, show_table  # noqa: F401
 from .notebook import PAPER_DIR, REPO, load, seeds, session, setup  # noqa: F401
 from .tables import (

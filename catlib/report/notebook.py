@@ -221,8 +221,9 @@ def seeds(
             out = roots[0].parent / f"{roots[0].name}-r{n}"
             size = "large" if benchmark == "tiny-large" else "default"
             how = (
-                f"python -m catlib.benchmarks.glue_tiny.build --reuse {roots[0]} --replicate {n} --out {out}"
-                if benchmark == "glue-tiny"
+                f"python -m catlib.benchmarks.{benchmark.replace('-', '_')}.build --reuse {roots[0]} --replicate {n} "
+                f"--out {out}"
+                if benchmark in ("glue-tiny", "vl-tiny")
                 else f"python -m catlib.benchmarks.tiny.zoo build --size {size} --reuse {roots[0]} "
                 f"--set finetune.seed=<seed> --out {out}"
             )

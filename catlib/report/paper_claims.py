@@ -63,6 +63,9 @@ def _paper_text() -> Dict[str, str]:
     t7 = {r["method"]: r["avg"] for r in rows("table7_testtime")}
     t3 = {r["method"]: r["avg"] for r in rows("table3_roberta_glue")}
     t3_runner = max((m for m in t3 if m != "CAT Merging"), key=lambda m: float(t3[m]))
+    t4 = [r for r in rows("table4_blip") if r["method"] not in ("Pretrained", "Individual")]
+    t4_cols = [c for c in t4[0] if c != "method"]
+    t4_cat = sum(float({r["method"]: r for r in t4}["CAT Merging"][c]) == max(float(r[c]) for r in t4) for c in t4_cols)
     refs = ("Pretrained", "Individual", "Traditional MTL")
     drop = lambda t, m: float(t["Individual"]) - float(t[m])  # noqa: E731
     both = [m for m in t1 if m in t2 and m not in refs]
@@ -81,6 +84,7 @@ def _paper_text() -> Dict[str, str]:
         f"{t7['TW AdaMerging++']} (ViT-B/32; LW AdaMerging {t7['LW AdaMerging']} and Surgery "
         f"{t7['Surgery Merging']} are above CAT there)",
         "best_text": f"{t3['CAT Merging']} vs {t3_runner} {t3[t3_runner]} (RoBERTa-base, GLUE)",
+        "best_vl": f"no average printed; CAT best on {t4_cat} of {len(t4_cols)} tasks (BLIP)",
         "best": f"{cat_b32} vs PCB {t1['PCB Merging']} (ViT-B/32); {t2['CAT Merging']} vs PCB {t2['PCB Merging']} "
         f"(ViT-L/14)",
         "exemplars": f"1 exemplar: {sens('1 exemplar per task', 'ViT-B/32')} (B/32) vs {cat_b32} with the default; "
@@ -152,8 +156,10 @@ def claims(tolerance: float = 2.0) -> List[Dict[str, Any]]:
         "table1_subset": "task subset",
         "table2_subset": "task subset",
         "table3": "GLUE, Table 3",
+        "table4": "vision-language, Table 4",
     }
-    for name in ("table1", "table2", "table1_subset", "table2_subset", "table3"):
+    key = {"table3": "best_text", "table4": "best_vl"}
+    for name in ("table1", "table2", "table1_subset", "table2_subset", "table3", "table4"):
         d = load_results(name)
         avgs = {m: v for m, v in (_get(d, "averages") or {}).items() if m not in REFERENCE}
         if d is None or "cat" not in avgs or len(avgs) < 2:
@@ -172,12 +178,11 @@ def claims(tolerance: float = 2.0) -> List[Dict[str, Any]]:
         ps = lambda m: _seeds(d, "per_seed_avg", m)  # noqa: E731
         ind = _independent(d, "cat", runner)
         add(
-            "best_text" if name == "table3" else "best" if not name.endswith("subset") else "best_subset",
-            f"CAT has the best average {'score' if name == 'table3' else 'accuracy'} among merging methods "
-            f"({label[name]})",
+            key.get(name, "best" if not name.endswith("subset") else "best_subset"),
+            f"CAT has the best average {'score' if name in key else 'accuracy'} among merging methods ({label[name]})",
             name,
             d,
-            P["best_text" if name == "table3" else "best"],
+            P[key.get(name, "best")],
             f"CAT {_pm(ps('cat'), ind)}; best other: {DISPLAY.get(runner, runner)} {_pm(ps(runner), ind)}",
             _paired(ps("cat"), ps(runner), ind),
             f"effect: CAT minus {DISPLAY.get(runner, runner)}",
@@ -489,6 +494,7 @@ PAGES = {
     "cost": ("10_cost", "Table 9"),
     "table7_testtime": ("13_testtime", "Table 7"),
     "table3": ("14_table3", "Table 3"),
+    "table4": ("15_table4", "Table 4"),
 }
 NOT_RUN = "–"
 

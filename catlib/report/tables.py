@@ -192,8 +192,11 @@ def printed_average_check(paper_df, col: str = "avg", tol: float = 0.15):
     return pd.DataFrame({"printed avg": paper_df.loc[bad, col], "mean of the columns": comp[bad].round(2)})
 
 
-def ranking_summary(rows: Mapping[str, Mapping[str, float]], method: str = "cat", label: str = "") -> str:
-    """A sentence on where ``method`` ranks by average among the merging methods, with the numbers."""
+def ranking_summary(
+    rows: Mapping[str, Mapping[str, float]], method: str = "cat", label: str = "", unit: str = "%"
+) -> str:
+    """A sentence on where ``method`` ranks by average among the merging methods, with the numbers (``unit`` after
+    each average: "%" for accuracies, "" for scores in points such as GLUE's or CIDEr's)."""
     avgs = {m: average(r) for m, r in rows.items() if m not in REFERENCE}
     order = sorted(avgs, key=avgs.get, reverse=True)
     if method not in avgs:
@@ -205,12 +208,12 @@ def ranking_summary(rows: Mapping[str, Mapping[str, float]], method: str = "cat"
     head = f"**{label}** " if label else ""
     if rank == 1:
         return (
-            f"{head}{name} has the best average, {avgs[method]:.1f}%, {gap:+.1f} points over the runner-up "
-            f"{DISPLAY.get(best_other, best_other)} ({avgs[best_other]:.1f}%)."
+            f"{head}{name} has the best average, {avgs[method]:.1f}{unit}, {gap:+.1f} points over the runner-up "
+            f"{DISPLAY.get(best_other, best_other)} ({avgs[best_other]:.1f}{unit})."
         )
     return (
-        f"{head}{name} is **not** the best here: rank {rank} of {len(order)} with {avgs[method]:.1f}%, "
-        f"{-gap:.1f} points below {DISPLAY.get(best_other, best_other)} ({avgs[best_other]:.1f}%)."
+        f"{head}{name} is **not** the best here: rank {rank} of {len(order)} with {avgs[method]:.1f}{unit}, "
+        f"{-gap:.1f} points below {DISPLAY.get(best_other, best_other)} ({avgs[best_other]:.1f}{unit})."
     )
 
 
