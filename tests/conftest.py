@@ -122,3 +122,38 @@ def run_notebook(name: str, out, parameters: dict) -> dict:
     )
     with open(out) as f:
         return json.load(f)
+
+
+def run_page_on_standins(page: str, benchmark: str, roots, tmp_path, results_name: str, **extra) -> dict:
+    """A Table 3 / Table 4 page (``page``: the notebook's name) on generated stand-in folders ``roots`` =
+    (checkpoint root, data root), as a user runs it on real ones, with task arithmetic and CAT on two seeds and
+    small grids (``extra``: more parameters). Asserts that no cell failed and that task arithmetic's row agrees with
+    catlib's API on the same folders; returns the page's results file's ``results``."""
+    import json
+
+    import pytest
+
+    import catlib
+    from catlib import report as R
+
+    ck, data = roots
+    params = dict(
+        benchmark=benchmark,
+        checkpoint_root=str(ck),
+        data_root=str(data),
+        device="cpu",
+        methods=["task_arithmetic", "cat"],
+        grids={"task_arithmetic": {"alpha": [0.3, 0.6]}, "cat": {"alpha": [0.3]}},
+        n_exemplars=2,
+        seeds=[0, 1],
+        results_name=results_name,
+        **extra,
+    )
+    nb = run_notebook(page, tmp_path / f"{page}.ipynb", params)
+    assert not [o for c in nb["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"]
+    res = json.loads((tmp_path / "results" / f"{results_name}.json").read_text())["results"]
+    bench = R.load(benchmark, None, "cpu", str(ck), str(data))
+    alpha = res["chosen"]["task_arithmetic"]["alpha"]
+    ta = catlib.evaluate(bench, catlib.merge("task_arithmetic", bench.pretrained, bench.finetuned_list(), alpha=alpha))
+    assert res["per_task"]["task_arithmetic"] == pytest.approx(ta, abs=1e-3)
+    return res

@@ -61,6 +61,22 @@ def test_cache_rejects_corrupt_or_foreign_entries(bench, tmp_path):
     assert S.run("task_arithmetic", {"alpha": 0.3}) == pytest.approx(acc)
 
 
+def test_cached_numbers_are_checked_against_each_tasks_metric_range():
+    from catlib.benchmarks import metrics as M
+    from catlib.benchmarks.vl import VL_METRIC
+
+    assert M.points_range(M.accuracy) == (0.0, 100.0) and M.points_range(M.f1) == (0.0, 100.0)
+    assert M.points_range(M.matthews) == (-100.0, 100.0)
+    assert M.points_range(M.GLUE_METRIC["stsb"][1]) == (-100.0, 100.0)  # the mean of two correlations
+    assert M.points_range(M.GLUE_METRIC["mrpc"][1]) == (0.0, 100.0)
+    assert M.points_range(VL_METRIC["caption"][1]) == (0.0, 1000.0)
+    check = P.cache.accuracy_check(["cola", "coco"], {"cola": (-100.0, 100.0), "coco": (0.0, 1000.0)})
+    assert check({"cola": -12.5, "coco": 263.8})  # a negative correlation, a CIDEr above 100: both valid
+    assert not check({"cola": -100.5, "coco": 263.8}) and not check({"cola": 1.0, "coco": 1000.5})
+    assert not check({"cola": float("nan"), "coco": 1.0}) and not check({"cola": 1.0})
+    assert not P.cache.accuracy_check(["a"])({"a": -1.0})  # without ranges: a percentage
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_cache_in_a_read_only_folder_computes_and_warns(bench, tmp_path):
     ro = tmp_path / "ro"

@@ -12,7 +12,7 @@ import pytest
 from catlib import protocol as E
 from catlib import report as R
 from catlib.report import paper_claims as PC
-from catlib.report.verdicts import Effect, effect, effect_between, verdict
+from catlib.report.verdicts import Effect, against_best, effect, effect_between, verdict
 
 
 # --- the verdict rule ------------------------------------------------------------------------------------------------
@@ -37,6 +37,15 @@ def test_effect_between_two_groups():
     assert e.mean == pytest.approx(2.5)
     assert e.se == pytest.approx(math.sqrt(1 / 3 + 0.25 / 3))
     assert effect_between([1.0, 2.0], [0.0, 0.0], independent=False).se is None
+
+
+def test_against_best_picks_the_runner_up_by_its_mean_and_pairs_the_seeds():
+    per_seed = {"cat": {0: 50.0, 1: 52.0, 2: 51.0}, "ta": {0: 49.0, 1: 50.0, 2: 48.0}, "ties": {0: 47.0, 1: 58.0}}
+    runner, e, independent = against_best(per_seed, lambda m: True)
+    assert runner == "ties" and independent  # mean 52.5 beats task arithmetic's 49
+    assert e.values == [3.0, -6.0] and e.n == 2  # only the seeds both have
+    runner, e, independent = against_best({"cat": {0: 1.0, 1: 2.0}, "wa": {0: 0.0, 1: 0.0}}, lambda m: m != "wa")
+    assert runner == "wa" and not independent and e.se is None and verdict(e) == "inconclusive"
 
 
 def test_only_three_words():

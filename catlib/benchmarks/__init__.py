@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..core.checks import check_batch_size, check_tasks
-from ..core.errors import UnknownBenchmarkError
+from ..core.errors import UnknownBenchmarkError, ZooError
 from .base import Benchmark, SPLITS, StateDict
 
 # name -> "module:function"; the function takes keyword arguments (tasks=, device=, ...) and returns a Benchmark.
@@ -61,19 +61,31 @@ def sibling_replicates(base: Path) -> List[Path]:
     return out
 
 
+def replicate_root(zoo: str, root: Path, replicate: Any) -> Path:
+    """The folder of replicate ``replicate`` of a built zoo whose replicate 0 is ``root`` (``glue-tiny``,
+    ``vl-tiny``: :func:`sibling_replicates`). ``replicate`` must be a whole number ≥ 0 naming a replicate that exists;
+    a missing one names the command that builds it."""
+    if isinstance(replicate, bool) or not isinstance(replicate, int) or replicate < 0:
+        raise ValueError(f"{zoo}: replicate must be a whole number ≥ 0, got {replicate!r}")
+    roots = sibling_replicates(root)
+    if replicate >= len(roots):
+        build = f"catlib.benchmarks.{zoo.replace('-', '_')}.build"
+        raise ZooError(
+            f"the {zoo} zoo has {len(roots)} replicate(s) (0-{len(roots) - 1}), not {replicate}; build one with "
+            f"python -m {build} --reuse {roots[0]} --replicate {len(roots)} "
+            f"--out {roots[0].parent / f'{roots[0].name}-r{len(roots)}'}"
+        )
+    return roots[replicate]
+
+
 def zoo_replicates(name: str, root: Optional[Path] = None) -> List[Path]:
     """The replicate folders of the embedded zoo ``name`` (one of :data:`ZOOS`; ``root``: its replicate 0, default
     the shipped one)."""
     if name not in ZOOS:
         raise UnknownBenchmarkError(f"{name!r} is not an embedded zoo; zoos: {', '.join(ZOOS)}")
-    if name == "glue-tiny":
-        from .glue_tiny.benchmark import default_root
-
-        return sibling_replicates(Path(root) if root is not None else default_root())
-    if name == "vl-tiny":
-        from .vl_tiny.benchmark import default_root as vl_root
-
-        return sibling_replicates(Path(root) if root is not None else vl_root())
+    if name in ("glue-tiny", "vl-tiny"):
+        module = importlib.import_module(f".{name.replace('-', '_')}.benchmark", __name__)
+        return sibling_replicates(Path(root) if root is not None else module.default_root())
     from .tiny import replicate_roots
 
     return replicate_roots("large" if name == "tiny-large" else "default", root)

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..core.checks import check_tasks
-from .metrics import accuracy
+from .metrics import accuracy, points_range
 
 StateDict = Dict[str, torch.Tensor]
 SPLITS = ("train", "val", "test")
@@ -84,6 +84,12 @@ class Benchmark:
         """The name of the number ``task`` reports and the function computing it (points) from the predictions
         and the labels: top-1 accuracy unless a benchmark says otherwise (GLUE's Matthews, F1, correlations)."""
         return "accuracy", accuracy
+
+    def metric_range(self, task: str) -> Tuple[float, float]:
+        """The values ``task``'s number can take (points): [0, 100] for accuracy, [-100, 100] for a correlation,
+        [0, 1000] for CIDEr-D × 100 (:func:`catlib.benchmarks.metrics.points_range` of :meth:`metric`). The result
+        cache refuses a stored number outside it."""
+        return points_range(self.metric(task)[1])
 
     def loss(self, task: str) -> str:
         """What ``task``'s head outputs (:data:`catlib.core.stats.LOSSES`): ``"classification"`` (class logits,

@@ -50,7 +50,7 @@ import torch
 from ..core.device import resolve_device
 from ..core.errors import ArchitectureMismatchError, CheckpointNotFoundError, DatasetMissingError
 from ..core.statedict import tied_keys
-from .hf import read_weights
+from .hf import read_config, read_weights
 from .vl import VL_TASKS, BlipVQA, VLBenchmark, VLItem, VLTask
 
 THETA0 = "blip-vqa-base"
@@ -60,11 +60,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 def _config(folder: Path):
     from transformers import BlipConfig
 
-    if not (folder / "config.json").is_file():
-        raise CheckpointNotFoundError(
-            f"no config.json in {folder} (a save_pretrained folder has one)", path=str(folder)
-        )
-    return BlipConfig.from_pretrained(str(folder), local_files_only=True)
+    return read_config(folder, BlipConfig)
 
 
 def _processor(root: Path, theta0: Path):

@@ -33,3 +33,13 @@ def read_weights(folder: Path) -> Dict[str, torch.Tensor]:
             path=str(folder),
         )
     raise CheckpointNotFoundError(f"no {' or '.join(WEIGHT_FILES)} in {folder}", path=str(folder))
+
+
+def read_config(folder: Path, config_class):
+    """``config_class.from_pretrained(folder)`` (e.g. ``transformers.RobertaConfig``), offline, with a clear error
+    when the folder has no ``config.json``."""
+    if not (folder / "config.json").is_file():
+        raise CheckpointNotFoundError(
+            f"no config.json in {folder} (a save_pretrained folder has one)", path=str(folder)
+        )
+    return config_class.from_pretrained(str(folder), local_files_only=True)

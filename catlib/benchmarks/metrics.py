@@ -13,6 +13,9 @@ in points (× 100) except CIDEr-D, which the paper reports as a fraction (0.86, 
 * VQA: :func:`vqa_accuracy` (Antol et al., ICCV 2015: min(#annotators who gave the answer / 3, 1), averaged over the
   ten leave-one-annotator-out subsets, after :func:`normalize_answer`).
 
+Each metric in points carries the values it can take as ``points_range`` (:func:`points_range`: [0, 100], or
+[-100, 100] for a correlation), which the result cache uses to refuse a damaged stored number.
+
 Each metric checks its inputs (equal lengths, at least one item) and raises a ValueError naming the problem.
 scikit-learn's ``matthews_corrcoef`` / ``f1_score`` and scipy's ``pearsonr`` / ``spearmanr`` compute the same numbers
 (the tests compare); they are not used here so that a metric does not change with an unpinned package.
@@ -24,6 +27,21 @@ import math
 import re
 from collections import Counter
 from typing import Callable, Dict, List, Mapping, Sequence, Tuple
+
+
+def in_points(low: float, high: float) -> Callable[[Callable], Callable]:
+    """Declare the values (points) a metric can take: ``@in_points(-100, 100)`` on a correlation."""
+
+    def mark(fn: Callable) -> Callable:
+        fn.points_range = (float(low), float(high))
+        return fn
+
+    return mark
+
+
+def points_range(metric: Callable) -> Tuple[float, float]:
+    """The values ``metric`` can take, in points: its ``points_range``, [0, 100] (a percentage) when it has none."""
+    return getattr(metric, "points_range", (0.0, 100.0))
 
 
 def _pair(pred: Sequence, gold: Sequence, name: str) -> Tuple[list, list]:
@@ -53,6 +71,7 @@ def f1(pred: Sequence[int], gold: Sequence[int], positive: int = 1) -> float:
     return 100.0 * 2 * tp / (2 * tp + fp + fn) if tp else 0.0
 
 
+@in_points(-100, 100)
 def matthews(pred: Sequence[int], gold: Sequence[int]) -> float:
     """Matthews correlation in points (Gorodkin's multi-class form; 0 when a prediction or the truth is constant)."""
     pred, gold = _pair(pred, gold, "matthews")
@@ -68,6 +87,7 @@ def matthews(pred: Sequence[int], gold: Sequence[int]) -> float:
     return 100.0 * cov_pg / math.sqrt(cov_pp * cov_gg)
 
 
+@in_points(-100, 100)
 def pearson(pred: Sequence[float], gold: Sequence[float]) -> float:
     """Pearson correlation in points (0 when either side is constant)."""
     x, y = _pair([float(v) for v in pred], [float(v) for v in gold], "pearson")
@@ -93,6 +113,7 @@ def ranks(values: Sequence[float]) -> List[float]:
     return out
 
 
+@in_points(-100, 100)
 def spearman(pred: Sequence[float], gold: Sequence[float]) -> float:
     """Spearman's rank correlation in points: Pearson on average ranks."""
     pred, gold = _pair([float(v) for v in pred], [float(v) for v in gold], "spearman")
@@ -106,7 +127,8 @@ def mean_of(*metrics: Callable[[Sequence, Sequence], float]) -> Callable[[Sequen
         return sum(m(pred, gold) for m in metrics) / len(metrics)
 
     combined.__name__ = "_".join(m.__name__ for m in metrics)
-    return combined
+    ranges = [points_range(m) for m in metrics]
+    return in_points(min(r[0] for r in ranges), max(r[1] for r in ranges))(combined)
 
 
 # The number each GLUE task reports (the paper's Table 3, after the Twin-Merging / MergeLM evaluation), with its name.

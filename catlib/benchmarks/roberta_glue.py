@@ -29,7 +29,7 @@ import torch
 from ..core.errors import ArchitectureMismatchError, CheckpointNotFoundError
 from ..core.device import resolve_device
 from ..core.errors import DatasetMissingError
-from .hf import read_weights
+from .hf import read_config, read_weights
 from .text import GLUE_TASKS, ClassificationHead, GlueTask, RobertaEncoder, TextBenchmark
 
 # GLUE's original TSV files: (header or None, column of text a, column of text b, label column) per task
@@ -60,11 +60,7 @@ def encoder_weights(sd: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
 def _config(folder: Path):
     from transformers import RobertaConfig
 
-    if not (folder / "config.json").is_file():
-        raise CheckpointNotFoundError(
-            f"no config.json in {folder} (a save_pretrained folder has one)", path=str(folder)
-        )
-    return RobertaConfig.from_pretrained(str(folder), local_files_only=True)
+    return read_config(folder, RobertaConfig)
 
 
 def _tokenizer(root: Path, theta0: Path):

@@ -18,12 +18,13 @@ Conventions (beside :mod:`catlib.benchmarks.base`'s):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..core.inputs import pad_batch
 from .base import Benchmark
 from .metrics import GLUE_METRIC
 
@@ -90,20 +91,6 @@ class ClassificationHead(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.out_proj(self.dropout(torch.tanh(self.dense(self.dropout(h)))))
-
-
-def pad_batch(examples: Sequence[Sequence[int]], pad_id: int) -> Dict[str, torch.Tensor]:
-    """A token batch from lists of ids: ``input_ids`` (B, T) padded with ``pad_id`` to the longest, and
-    ``attention_mask`` (B, T), 1 on the ids and 0 on the padding."""
-    if not examples:
-        raise ValueError("pad_batch needs at least one example")
-    T = max(len(e) for e in examples)
-    ids = torch.full((len(examples), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(examples), T), dtype=torch.long)
-    for i, e in enumerate(examples):
-        ids[i, : len(e)] = torch.as_tensor(list(e), dtype=torch.long)
-        mask[i, : len(e)] = 1
-    return {"input_ids": ids, "attention_mask": mask}
 
 
 class TextBenchmark(Benchmark):

@@ -34,9 +34,10 @@ import torch
 from torch import nn
 from transformers import BlipForQuestionAnswering
 
+from ..core.inputs import pad_batch
 from ..core.progress import progress
 from .base import Benchmark
-from .metrics import cider_d, vqa_accuracy
+from .metrics import cider_d, in_points, vqa_accuracy
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ VL_TASKS: Dict[str, VLTask] = {
 }
 
 
+@in_points(0, 1000)  # CIDEr-D is at most 10
 def _cider(pred, refs) -> float:
     return 100.0 * cider_d(pred, refs)[0]
 
@@ -122,14 +124,10 @@ class BlipVQA(BlipForQuestionAnswering):
         )
 
 
-def _pad(rows: Sequence[Sequence[int]], pad_id: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    T = max(len(r) for r in rows)
-    ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), T), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.as_tensor(list(r), dtype=torch.long)
-        mask[i, : len(r)] = 1
-    return ids, mask
+def pad_pair(rows: Sequence[Sequence[int]], pad_id: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(ids, mask)``, both ``(B, T)``: :func:`catlib.core.inputs.pad_batch` as the two tensors BLIP takes."""
+    batch = pad_batch(rows, pad_id)
+    return batch["input_ids"], batch["attention_mask"]
 
 
 class VLBenchmark(Benchmark):
@@ -167,8 +165,8 @@ class VLBenchmark(Benchmark):
 
     def batch(self, items: Sequence[VLItem]) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
         """(module inputs, next-token labels ``(B, Ta − 1)``, -100 on padding) of ``items``."""
-        q, qm = _pad([it.question for it in items], self.pad_id)
-        a, am = _pad([it.answer for it in items], self.pad_id)
+        q, qm = pad_pair([it.question for it in items], self.pad_id)
+        a, am = pad_pair([it.answer for it in items], self.pad_id)
         labels = a[:, 1:].masked_fill(am[:, 1:] == 0, -100)
         x = {
             "pixel_values": self.pixels(items),

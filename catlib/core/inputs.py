@@ -5,7 +5,7 @@ Hugging Face tokenizers return them) called as ``module(**x)``."""
 
 from __future__ import annotations
 
-from typing import Mapping, Optional, Union
+from typing import Dict, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -60,3 +60,17 @@ def check_inputs(x, name: str) -> None:
             raise ValueError(f"{name}: attention_mask {tuple(mask.shape)} does not match input_ids {tuple(ids.shape)}")
     elif not torch.is_tensor(x):
         raise TypeError(f"{name}: inputs must be a Tensor or a mapping of tensors, got {type(x).__name__}")
+
+
+def pad_batch(examples: Sequence[Sequence[int]], pad_id: int) -> Dict[str, torch.Tensor]:
+    """A token batch from lists of ids: ``input_ids`` (B, T) padded with ``pad_id`` to the longest, and
+    ``attention_mask`` (B, T), 1 on the ids and 0 on the padding."""
+    if not examples:
+        raise ValueError("pad_batch needs at least one example")
+    T = max(len(e) for e in examples)
+    ids = torch.full((len(examples), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(examples), T), dtype=torch.long)
+    for i, e in enumerate(examples):
+        ids[i, : len(e)] = torch.as_tensor(list(e), dtype=torch.long)
+        mask[i, : len(e)] = 1
+    return {"input_ids": ids, "attention_mask": mask}

@@ -14,7 +14,7 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Callable, List, Mapping, Optional, Sequence
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple
 
 
 import torch
@@ -181,14 +181,23 @@ class ResultCache:
         return f"ResultCache({self.dir}, hits={self.hits}, misses={self.misses})"
 
 
-def accuracy_check(tasks: Sequence[str]) -> Callable[[Any], bool]:
-    """A ``check`` for cached per-task accuracies: exactly ``tasks``, finite values in [0, 100]."""
+def accuracy_check(
+    tasks: Sequence[str], ranges: Optional[Mapping[str, Tuple[float, float]]] = None
+) -> Callable[[Any], bool]:
+    """A ``check`` for cached per-task numbers: exactly ``tasks``, finite, each within its task's ``ranges``
+    (``Benchmark.metric_range``: [-100, 100] for a correlation, [0, 1000] for CIDEr-D × 100; default [0, 100])."""
+    ranges = dict(ranges or {})
 
     def ok(v):
         return (
             isinstance(v, dict)
             and sorted(v) == sorted(tasks)
-            and all(isinstance(a, (int, float)) and math.isfinite(a) and 0.0 <= a <= 100.0 for a in v.values())
+            and all(
+                isinstance(a, (int, float))
+                and math.isfinite(a)
+                and ranges.get(t, (0.0, 100.0))[0] <= a <= ranges.get(t, (0.0, 100.0))[1]
+                for t, a in v.items()
+            )
         )
 
     return ok

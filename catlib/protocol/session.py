@@ -114,6 +114,11 @@ class Session:
         """A cache key: cache version, benchmark and code fingerprints, ``what``, and ``parts``."""
         return {"v": CACHE_VERSION, "bench": self.fingerprint, "code": self.code, "what": what, **jsonable(parts)}
 
+    def numbers_check(self, tasks: Sequence[str]) -> Callable[[Any], bool]:
+        """The cache's check of stored per-task numbers: exactly ``tasks``, each finite and within the benchmark's
+        ``metric_range`` (a correlation may be negative, CIDEr-D × 100 above 100)."""
+        return accuracy_check(tasks, {t: self.bench.metric_range(t) for t in tasks})
+
     def cached(
         self,
         kind: str,
@@ -211,7 +216,10 @@ class Session:
         eval_tasks = list(spec.tasks) if eval_tasks is None else check_tasks(eval_tasks, "eval_tasks")
         key = self.key("run", **spec.key(), eval_tasks=eval_tasks, split=split)
         return self.cached(
-            "run", key, lambda: evaluate(self.bench, self.merged(spec), split, eval_tasks), accuracy_check(eval_tasks)
+            "run",
+            key,
+            lambda: evaluate(self.bench, self.merged(spec), split, eval_tasks),
+            check=self.numbers_check(eval_tasks),
         )
 
     def evaluated(
@@ -226,7 +234,9 @@ class Session:
         ``key`` (JSON) identify it, e.g. AWD's θ0 + τ̂_i."""
         tasks = self.tasks(tasks)
         full = self.key("state", label=label, key=dict(key), tasks=tasks, split=split)
-        return self.cached("state", full, lambda: evaluate(self.bench, state(), split, tasks), accuracy_check(tasks))
+        return self.cached(
+            "state", full, lambda: evaluate(self.bench, state(), split, tasks), check=self.numbers_check(tasks)
+        )
 
     def pretrained_row(self, split: str = "test", tasks: Optional[Sequence[str]] = None) -> Dict[str, float]:
         """Per-task accuracy of θ0."""
@@ -286,7 +296,7 @@ class Session:
             return {"accuracy": acc, "seconds": r.seconds, "coefficients": r.coefficients.tolist()}
 
         def check(v):
-            return isinstance(v, dict) and accuracy_check(tasks)(v.get("accuracy"))
+            return isinstance(v, dict) and self.numbers_check(tasks)(v.get("accuracy"))
 
         return self.cached("testtime", key, compute, check)
 

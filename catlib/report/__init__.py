@@ -55,7 +55,7 @@ from .paper_claims import (  # noqa: F401
     claims_markdown,
     page_verdicts,
 )
-from .verdicts import MARGIN, WORDS, Effect, effect, effect_between, rule_text, verdict  # noqa: F401
+from .verdicts import MARGIN, WORDS, Effect, against_best, effect, effect_between, rule_text, verdict  # noqa: F401
 from .premise_pages import (  # noqa: F401
     CLIP_LIKE,
     clip_likeness,

@@ -11,7 +11,7 @@ from .names import DISPLAY, REFERENCE
 from .results import load_results
 from .notebook import PAPER_DIR
 from .tables import pm
-from .verdicts import WORDS, Effect, effect, effect_between, verdict
+from .verdicts import WORDS, Effect, against_best, effect, effect_between, verdict
 
 
 def _get(doc: Optional[Mapping[str, Any]], *path, default=None):
@@ -162,7 +162,8 @@ def claims(tolerance: float = 2.0) -> List[Dict[str, Any]]:
     for name in ("table1", "table2", "table1_subset", "table2_subset", "table3", "table4"):
         d = load_results(name)
         avgs = {m: v for m, v in (_get(d, "averages") or {}).items() if m not in REFERENCE}
-        if d is None or "cat" not in avgs or len(avgs) < 2:
+        per_seed = {m: v for m in avgs if (v := _seeds(d, "per_seed_avg", m))}
+        if d is None or "cat" not in per_seed or len(per_seed) < 2:
             if name == "table1":
                 add(
                     "best",
@@ -174,9 +175,8 @@ def claims(tolerance: float = 2.0) -> List[Dict[str, Any]]:
                     None,
                 )
             continue
-        runner = max((m for m in avgs if m != "cat"), key=avgs.get)
-        ps = lambda m: _seeds(d, "per_seed_avg", m)  # noqa: E731
-        ind = _independent(d, "cat", runner)
+        runner, e, ind = against_best(per_seed, lambda m: _independent(d, m))
+        ps = per_seed.get
         add(
             key.get(name, "best" if not name.endswith("subset") else "best_subset"),
             f"CAT has the best average {'score' if name in key else 'accuracy'} among merging methods ({label[name]})",
@@ -184,7 +184,7 @@ def claims(tolerance: float = 2.0) -> List[Dict[str, Any]]:
             d,
             P[key.get(name, "best")],
             f"CAT {_pm(ps('cat'), ind)}; best other: {DISPLAY.get(runner, runner)} {_pm(ps(runner), ind)}",
-            _paired(ps("cat"), ps(runner), ind),
+            e,
             f"effect: CAT minus {DISPLAY.get(runner, runner)}",
         )
     # 2. the larger encoder merges better: the gap to Individual shrinks (Table 2 against Table 1)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence
+from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple
 
 WORDS = ("reproduced", "not reproduced", "inconclusive")
 MARGIN = 2.0  # the effect must exceed MARGIN standard errors
@@ -57,6 +57,19 @@ def effect_between(a: Sequence[float], b: Sequence[float], independent: bool = T
     ea, eb = effect(a, independent), effect(b, independent)
     se = None if ea.se is None or eb.se is None else math.sqrt(ea.se**2 + eb.se**2)
     return Effect(ea.mean - eb.mean, se, min(ea.n, eb.n), [])
+
+
+def against_best(
+    per_seed: Mapping[str, Mapping[Any, float]], replicated: Callable[[str], bool], method: str = "cat"
+) -> Tuple[str, Effect, bool]:
+    """``method`` against the best other method of ``per_seed`` (``{method: {seed: average}}``, merging methods
+    only): the runner-up (highest mean over its seeds), the per-seed effect ``method`` − runner-up over the seeds
+    both have, and whether that is measured on independent replicates (``replicated`` true for both). The one
+    definition of "the best other method" for the pages and the claims page."""
+    runner = max((m for m in per_seed if m != method), key=lambda m: sum(per_seed[m].values()) / len(per_seed[m]))
+    independent = bool(replicated(method)) and bool(replicated(runner))
+    a, b = per_seed[method], per_seed[runner]
+    return runner, effect([a[s] - b[s] for s in a if s in b], independent), independent
 
 
 def verdict(e: Optional[Effect], margin: float = MARGIN) -> str:

@@ -83,17 +83,7 @@ def load_glue_tiny(root=None, tasks=None, device="cpu", replicate: int = 0, **kw
     sibling ``<root>-r<k>``, whose experts were fine-tuned with other seeds from the same θ0."""
     if kwargs:
         raise TypeError(f"glue-tiny: unknown option(s) {sorted(kwargs)}; it takes root, tasks, device, replicate")
-    if isinstance(replicate, bool) or not isinstance(replicate, int) or replicate < 0:
-        raise ValueError(f"glue-tiny: replicate must be a whole number ≥ 0, got {replicate!r}")
-    if replicate:
-        from .. import sibling_replicates
+    from .. import replicate_root
 
-        roots = sibling_replicates(Path(root) if root is not None else default_root())
-        if replicate >= len(roots):
-            raise ZooError(
-                f"the glue-tiny zoo has {len(roots)} replicate(s) (0-{len(roots) - 1}), not {replicate}; build one "
-                f"with python -m catlib.benchmarks.glue_tiny.build --reuse {roots[0]} --replicate {len(roots)} "
-                f"--out {roots[0].parent / f'{roots[0].name}-r{len(roots)}'}"
-            )
-        root = roots[replicate]
+    root = replicate_root("glue-tiny", Path(root) if root is not None else default_root(), replicate)
     return GlueTinyBenchmark(root, tasks, device)

@@ -14,13 +14,9 @@ The encoders are measured as they are stored (fp16, computed in fp32).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
-import os
-import platform
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -29,11 +25,11 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from transformers import RobertaForMaskedLM
 
 from .. import sha256_file
 from ..metrics import GLUE_METRIC
+from ..zoo_build import build_command, cpu_model, half, write_zoo_folder
 from . import data as D
 from .model import MAX_LEN, Encoder, Head, tiny_config
 
@@ -212,16 +208,6 @@ def _mean(scores: Dict[str, float]) -> float:
     return float(np.mean(list(scores.values())))
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _finetune_job(args, log=None):
     """One expert on one thread (a worker process of :func:`build`, or inline): ``(name, encoder state, head state,
     log lines)``."""
@@ -357,7 +343,7 @@ def build(
         "results": results,
         "timings_s": timings,
         "torch": torch.__version__,
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "threads": threads,
         "jobs": jobs,
     }
@@ -391,51 +377,19 @@ def measure(theta0: StateDict, experts: Dict[str, StateDict], heads: Dict[str, S
 
 
 def write_zoo(out: Path, theta0: StateDict, experts, heads, manifest: dict) -> None:
-    """Write the files into ``.<name>.tmp`` beside ``out``, record their sha256 and size, then rename."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    half = lambda sd: {k: v.to(torch.float16).contiguous() for k, v in sd.items()}
-    save_file(half(theta0), str(tmp / "pretrained.safetensors"))
-    for name, sd in experts.items():
-        save_file(half(sd), str(tmp / f"finetuned_{name}.safetensors"))
-    flat = {f"{n}.{k}": v.to(torch.float32).contiguous() for n, h in heads.items() for k, v in h.items()}
-    save_file(flat, str(tmp / "heads.safetensors"))
-    manifest = dict(manifest)
-    manifest["files"] = {
-        p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in sorted(tmp.iterdir()) if p.is_file()
-    }
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=False) + "\n")
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    if old.exists():
-        shutil.rmtree(old)
+    """θ0 and the experts in fp16, the heads in fp32 (``<task>.<key>``), written atomically with the manifest
+    (:func:`catlib.benchmarks.zoo_build.write_zoo_folder`)."""
+    files = {"pretrained.safetensors": half(theta0)}
+    files.update({f"finetuned_{name}.safetensors": half(sd) for name, sd in experts.items()})
+    files["heads.safetensors"] = {f"{n}.{k}": v.to(torch.float32) for n, h in heads.items() for k, v in h.items()}
+    write_zoo_folder(out, files, manifest)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m catlib.benchmarks.glue_tiny.build", description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, required=True, help="the zoo's folder (replaced when it exists)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    ap.add_argument("--jobs", type=int, default=1, help="experts fine-tuned side by side, one process each (default 1)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--reuse", type=Path, help="a built zoo whose θ0, seed and settings to take (no pretraining)")
-    ap.add_argument("--replicate", type=int, default=0, help="with --reuse: replicate r, fine-tuning seeds + 100 r")
-    ap.add_argument("--smoke", action="store_true", help="tiny sizes: the whole pipeline in seconds")
-    args = ap.parse_args(argv)
-    try:
-        build(
-            args.out, args.threads, args.smoke, args.seed, log=lambda m: print(m, flush=True), jobs=args.jobs,
-            reuse=args.reuse, replicate=args.replicate,
-        )  # fmt: skip
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return build_command(
+        "python -m catlib.benchmarks.glue_tiny.build", __doc__.split("\n")[0], build,
+        "a built zoo whose θ0, seed and settings to take (no pretraining)", argv,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -17,11 +17,7 @@ The models are measured as they are stored (fp16, computed in fp32).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
-import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -29,12 +25,11 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from transformers import BlipForQuestionAnswering
 
-from .. import sha256_file
-from ..glue_tiny.build import _cpu_model, _optimizer, _schedule
-from ..vl import BlipVQA, _pad
+from ..glue_tiny.build import _optimizer, _schedule
+from ..vl import BlipVQA, pad_pair
+from ..zoo_build import build_command, cpu_model, half, write_zoo_folder
 from . import data as D
 from .benchmark import VLTinyBenchmark, tie, untie
 from .model import pixels, tiny_config
@@ -54,8 +49,8 @@ BUILD_VERSION = 1
 
 def _step(model: BlipVQA, items, opt, sched) -> float:
     """One optimisation step of next-token cross-entropy on the answers of ``items`` [(image, q, a)]."""
-    q, qm = _pad([D.question_ids(it[1]) for it in items], D.PAD)
-    a, am = _pad([D.answer_ids(it[2]) for it in items], D.PAD)
+    q, qm = pad_pair([D.question_ids(it[1]) for it in items], D.PAD)
+    a, am = pad_pair([D.answer_ids(it[2]) for it in items], D.PAD)
     out = BlipForQuestionAnswering.forward(
         model, input_ids=q, pixel_values=pixels([it[0] for it in items]), attention_mask=qm, decoder_input_ids=a,
         decoder_attention_mask=am, labels=a.masked_fill(am == 0, -100),
@@ -256,7 +251,7 @@ def build(
         "results": results,
         "timings_s": timings,
         "torch": torch.__version__,
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "threads": threads,
         "jobs": jobs,
     }
@@ -266,50 +261,18 @@ def build(
 
 
 def write_zoo(out: Path, theta0: StateDict, experts: Dict[str, StateDict], manifest: dict) -> dict:
-    """Write the files into ``.<name>.tmp-<pid>`` beside ``out``, record their sha256 and size, then rename; the
-    manifest as written."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    half = lambda sd: {k: v.to(torch.float16).contiguous() for k, v in untie(sd).items()}  # noqa: E731
-    save_file(half(theta0), str(tmp / "pretrained.safetensors"))
-    for task, sd in experts.items():
-        save_file(half(sd), str(tmp / f"finetuned_{task}.safetensors"))
-    manifest = dict(manifest)
-    manifest["files"] = {
-        p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size} for p in sorted(tmp.iterdir()) if p.is_file()
-    }
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    if old.exists():
-        shutil.rmtree(old)
-    return manifest
+    """θ0 and the experts in fp16, each tied tensor once (:func:`untie`), written atomically with the manifest
+    (:func:`catlib.benchmarks.zoo_build.write_zoo_folder`); the manifest as written."""
+    files = {"pretrained.safetensors": half(untie(theta0))}
+    files.update({f"finetuned_{task}.safetensors": half(untie(sd)) for task, sd in experts.items()})
+    return write_zoo_folder(out, files, manifest)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m catlib.benchmarks.vl_tiny.build", description=__doc__.split("\n")[0])
-    ap.add_argument("--out", type=Path, required=True, help="the zoo's folder (replaced when it exists)")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    ap.add_argument("--jobs", type=int, default=1, help="experts fine-tuned side by side, one process each (default 1)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--reuse", type=Path, help="a built zoo whose θ0, seed and data to take (no pretraining)")
-    ap.add_argument("--replicate", type=int, default=0, help="with --reuse: replicate r, fine-tuning seeds + 100 r")
-    ap.add_argument("--smoke", action="store_true", help="tiny sizes: the whole pipeline in seconds")
-    args = ap.parse_args(argv)
-    try:
-        build(
-            args.out, args.threads, args.smoke, args.seed, log=lambda m: print(m, flush=True), jobs=args.jobs,
-            reuse=args.reuse, replicate=args.replicate,
-        )  # fmt: skip
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return build_command(
+        "python -m catlib.benchmarks.vl_tiny.build", __doc__.split("\n")[0], build,
+        "a built zoo whose θ0, seed and data to take (no pretraining)", argv,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

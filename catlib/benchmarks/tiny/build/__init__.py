@@ -19,6 +19,7 @@ import torch
 from ....core.progress import progress
 from ....core.io import atomic_path, atomic_write_text
 from .. import data as D
+from ...zoo_build import cpu_model
 from ..zoo import (
     FORMAT_VERSION,
     GENERATOR_VERSION,
@@ -133,19 +134,6 @@ def build(
         out, cfg, theta0, finetuned, mtl, heads, res, timings, threads, data_sha, log, reused=reused, jobs=jobs
     )
     return manifest
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``; else ``platform.processor()``): float rounding in MKL/oneDNN
-    kernels differs between CPU types, so bit-identical rebuilds hold per CPU type."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def write_zoo(
