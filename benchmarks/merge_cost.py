@@ -194,12 +194,13 @@ def stats_child(K: int, n_ex: int, seed: int) -> dict:
 def solver_check(seed: int) -> dict:
     """Top-c solver vs torch.linalg.eigh on a near-isotropic ViT-B/32-shaped problem (relative objective error)."""
     from catlib.core.linalg import top_eigh
+    from catlib.merge._solver import matvec
 
     g = torch.Generator().manual_seed(seed)
     n, c = 3072, 4
     A = torch.randn(n, 7 * 200, generator=g) / 40  # near-isotropic: relative eigen-gaps well below 1 %
     B = torch.randn(n, 7 * 200, generator=g) / 40
-    mv = lambda V: A @ (A.T @ V) - 1.0 * (B @ (B.T @ V))
+    mv = matvec(A, B, 1.0)  # CAT's operator A Aᵀ − λ B Bᵀ, as its solver applies it
     t = time.perf_counter()
     _, U = top_eigh(mv, n, c, dtype=torch.float32, tol=1e-5)
     krylov_s = time.perf_counter() - t

@@ -180,3 +180,13 @@ def test_parallel_solves_equal_serial(layer_problem, solver):
         parallel = removal_bases(taus, factors, 3, 1.0, solver=solver, tol=1e-7)
     for a, b in zip(serial, parallel):
         assert torch.equal(a, b)
+
+
+def test_solver_matvec_is_the_operator_a_at_minus_lambda_b_bt():
+    from catlib.merge._solver import matvec
+
+    g = torch.Generator().manual_seed(0)
+    A, B, V = (torch.randn(300, n, generator=g, dtype=torch.float64) for n in (120, 120, 4))
+    got = matvec(A, B, 0.7)(V)
+    assert got.shape == (300, 4)
+    assert torch.allclose(got, (A @ A.T - 0.7 * B @ B.T) @ V, rtol=1e-10, atol=1e-10)

@@ -18,6 +18,13 @@ from ..core.linalg import top_eigh, torch_threads
 DENSE_MAX = 512  # "auto": dense eigh up to this many output rows, Krylov above
 
 
+def matvec(A: torch.Tensor, B: torch.Tensor, lam: float):
+    """``V (out, b) -> (A Aᵀ − λ B Bᵀ) V``, computed as ``((Vᵀ A) Aᵀ − λ (Vᵀ B) Bᵀ)ᵀ``: the same products with
+    the few columns of V as rows, which MKL's single-thread kernels run 4-6× faster than ``A (Aᵀ V)`` for b ≤ 8
+    (measured at ViT-B/32 shapes, out × 7r = 3072 × 1400, on an AMD EPYC)."""
+    return lambda V: ((V.T @ A) @ A.T - lam * ((V.T @ B) @ B.T)).T
+
+
 def removal_bases(
     taus: List[torch.Tensor],
     factors: List[torch.Tensor],
@@ -49,9 +56,7 @@ def removal_bases(
             M = A @ A.T - lam * (B @ B.T)
             _, U = torch.linalg.eigh(0.5 * (M + M.T).double())
             return U[:, -c:].flip(1).float()  # eigh is ascending: top-c = last columns
-        return top_eigh(
-            lambda V: A @ (A.T @ V) - lam * (B @ (B.T @ V)), out, c, dtype=torch.float32, tol=tol, seed=seed + k
-        )[1]
+        return top_eigh(matvec(A, B, lam), out, c, dtype=torch.float32, tol=tol, seed=seed + k)[1]
 
     workers = min(K, torch.get_num_threads())
     with torch_threads(1):  # the solves are sequences of skinny products: one thread per solve is faster, and the
