@@ -226,7 +226,10 @@ def result_of(cmd, what: str):
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "CATLIB_PROGRESS": "0"})
     line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
     if proc.returncode or not line:
-        raise RuntimeError(f"{what} failed:\n{proc.stderr[-3000:]}")
+        why = f"exit status {proc.returncode}" if proc.returncode >= 0 else f"killed by signal {-proc.returncode}"
+        if proc.returncode == -9:
+            why += " (most often the kernel's out-of-memory killer: see `dmesg`)"
+        raise RuntimeError(f"{what} failed, {why}:\n{proc.stderr[-3000:]}")
     return json.loads(line[-1][7:])
 
 

@@ -207,3 +207,70 @@ def test_orthonormalize_drops_directions_inside_span_q(dtype):
     assert float((P64 @ P64.T - Nq @ Nq.T).abs().max()) <= 10 * ORTH_TOL[dtype]
     # all inside: nothing comes back
     assert _orthonormalize(inside, Q).shape[1] == 0
+
+
+# ---- the SVD and selection helpers of the data-free methods (TSV-M, Iso-CTS, PCB, TIES) ----------------------
+def test_kth_largest_gives_several_exact_ranks_per_row_from_chunks():
+    from catlib.core.linalg import kth_largest, kth_largest_abs
+
+    x = torch.randn(3, 5000, generator=_gen(3))
+    x[0, :50], x[0, 50:100], x[1, :200] = 0.0, -0.0, 1.5  # signed zeros and ties
+    chunks = lambda: (x[:, s : s + 700] for s in range(0, 5000, 700))  # noqa: E731
+    ranks = [[1, 100, 4999], [5, 200, 201], [2500, 1, 5000]]
+    want = torch.stack([x[r].sort(descending=True).values[torch.tensor(ranks[r]) - 1] for r in range(3)])
+    assert torch.equal(kth_largest(chunks, ranks), want)
+    assert torch.equal(kth_largest(chunks, [row[1] for row in ranks]), want[:, 1])  # one rank per row
+    assert torch.equal(kth_largest(x[2], 7), x[2].sort(descending=True).values[6])  # one row, a scalar rank
+    assert torch.equal(kth_largest_abs(chunks, [[10, 4000]] * 3), x.abs().sort(1, descending=True).values[:, [9, 3999]])
+    with pytest.raises(ValueError, match="3 rows"):
+        kth_largest(chunks, [1, 2])
+    with pytest.raises(ValueError, match="outside"):
+        kth_largest(chunks, [[1], [2], [5001]])
+
+
+def _graded(m, n, seed, rank=None):
+    """A float64 m × n matrix with singular values spread over two decades (or of the given rank)."""
+    g = _gen(seed)
+    r = min(m, n) if rank is None else rank
+    U = torch.linalg.qr(torch.randn(m, r, generator=g, dtype=torch.float64))[0]
+    V = torch.linalg.qr(torch.randn(n, r, generator=g, dtype=torch.float64))[0]
+    return (U * torch.logspace(0, -2, r, dtype=torch.float64)) @ V.T
+
+
+@pytest.mark.parametrize("shape", [(80, 30), (30, 80), (40, 40)])
+def test_top_svd_matches_the_full_svd_with_and_without_a_subspace(shape):
+    from catlib.core.linalg import top_svd
+
+    A = _graded(*shape, seed=4)
+    W = torch.linalg.qr(torch.randn(shape[0], 6, generator=_gen(5), dtype=torch.float64))[0]
+    for without, target in ((None, A), (W, A - W @ (W.T @ A))):
+        U, S, Vh = top_svd(A, 5, without=without)
+        U0, S0, Vh0 = torch.linalg.svd(target, full_matrices=False)
+        assert torch.allclose(S, S0[:5], rtol=1e-10)
+        assert torch.allclose((U * S) @ Vh, (U0[:, :5] * S0[:5]) @ Vh0[:5], atol=1e-12)
+        assert torch.allclose(U.T @ U, torch.eye(5, dtype=torch.float64), atol=1e-10)
+        assert torch.allclose(Vh @ Vh.T, torch.eye(5, dtype=torch.float64), atol=1e-10)
+    # rank 3 < k: the Gram route would divide by zero, the full SVD answers (orthonormal U, zero singular values)
+    U, S, Vh = top_svd(_graded(*shape, seed=6, rank=3), 5)
+    assert torch.allclose(U.T @ U, torch.eye(5, dtype=torch.float64), atol=1e-10) and S[3:].abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("shape", [(50, 20), (20, 50), (30, 30)])
+def test_polar_and_complement(shape):
+    from catlib.core.linalg import complement, polar
+
+    for A in (_graded(*shape, seed=7), _graded(*shape, seed=8, rank=4)):  # the Gram route, the SVD fallback
+        P = polar(A)
+        P0, _, Qh0 = torch.linalg.svd(A, full_matrices=False)
+        small = min(shape)
+        gram = P.T @ P if shape[0] >= shape[1] else P @ P.T
+        assert torch.allclose(gram, torch.eye(small, dtype=torch.float64), atol=1e-10)
+        H = P.T @ A if shape[0] >= shape[1] else A @ P.T  # A = P H with H symmetric positive semi-definite
+        assert torch.allclose(H, H.T, atol=1e-10) and torch.linalg.eigvalsh(H).min() > -1e-10
+        if torch.linalg.matrix_rank(A) == small:  # unique only at full rank
+            assert torch.allclose(P, P0 @ Qh0, atol=1e-10)
+    U = torch.linalg.qr(torch.randn(shape[0], 7, generator=_gen(9), dtype=torch.float64))[0]
+    Wc = complement(U)
+    assert Wc.shape == (shape[0], shape[0] - 7)
+    assert torch.allclose(Wc.T @ Wc, torch.eye(shape[0] - 7, dtype=torch.float64), atol=1e-10)
+    assert (U.T @ Wc).abs().max() < 1e-10

@@ -97,7 +97,7 @@ def test_consensus_by_hand():
     assert torch.allclose(out, T(2, 0, 0.1))
 
 
-def pcb_reference(taus, ratio, clamp, alpha):
+def pcb_reference(taus, ratio, clamp, alpha, inter="pairwise"):
     """PCB straight from the formulas with dense sorting (one key, small D)."""
     t = torch.stack(taus)
     K, D = t.shape
@@ -109,21 +109,27 @@ def pcb_reference(taus, ratio, clamp, alpha):
     a = torch.minimum(torch.maximum(t.abs(), lo[:, None]), hi[:, None])
     na = (a - lo[:, None]) / (hi - lo)[:, None]
     n = torch.sign(t) * na
-    beta = torch.exp(K * na**2) * torch.stack([torch.tanh(n[i] * n).sum(0) for i in range(K)])
+    if inter == "pairwise":
+        beta = torch.exp(K * na**2) * torch.stack([torch.tanh(n[i] * n).sum(0) for i in range(K)])
+    else:
+        beta = torch.exp(K * na**2) * torch.tanh(t * n.sum(0))
     thr = beta.sort(dim=1, descending=True).values[:, math.ceil(ratio * D) - 1]
     b = torch.maximum(beta, thr[:, None])
     s = (b - thr[:, None]) / (beta.max(1).values - thr)[:, None]
     return alpha * (torch.sign(t) * a * s).sum(0) / s.sum(0).clamp_min(1e-12)
 
 
-def test_pcb_matches_reference_and_drops():
+@pytest.mark.parametrize("K", [3, 8])
+def test_pcb_matches_reference_and_drops(K):
     g = torch.Generator().manual_seed(0)
-    taus = [torch.randn(200, generator=g) for _ in range(3)]
+    taus = [torch.randn(200, generator=g) for _ in range(K)]
     p, f = models(*taus)
     out = catlib.merge("pcb", p, f, ratio=0.2, clamp=0.01, alpha=1.2)["w"]
     assert torch.allclose(out, pcb_reference(taus, 0.2, 0.01, 1.2), atol=1e-5)
-    # entries where every task's score is below its threshold are dropped entirely
-    assert (out == 0).float().mean() > 0.3
+    other = catlib.merge("pcb", p, f, ratio=0.2, clamp=0.01, alpha=1.2, inter="sum_first")["w"]
+    assert torch.allclose(other, pcb_reference(taus, 0.2, 0.01, 1.2, "sum_first"), atol=1e-5)
+    # entries where every task's score is below its threshold are dropped entirely (with 3 tasks, about a third)
+    assert (out == 0).float().mean() > (0.3 if K == 3 else 0.1)
 
 
 # ---- identities (baselines.md §5.2) ------------------------------------------------------------------------
@@ -202,6 +208,50 @@ def test_tsv_orthogonal_tasks_add_up():
     p = {"w": torch.zeros(4, 4)}
     f = [{"w": torch.diag(T(3, 2, 0, 0))}, {"w": torch.diag(T(0, 0, 5, 1))}]
     assert torch.allclose(catlib.merge("tsv_m", p, f)["w"], torch.diag(T(3, 2, 5, 1)), atol=1e-5)
+
+
+def _svd64(a, k=None):
+    U, S, Vh = torch.linalg.svd(a.double(), full_matrices=False)
+    return (U, S, Vh) if k is None else (U[:, :k], S[:k], Vh[:k])
+
+
+def _polar64(a):
+    P, _, Qh = torch.linalg.svd(a, full_matrices=False)
+    return P @ Qh
+
+
+def tsv_reference(taus):
+    """TSV-M of one matrix from full float64 SVDs (the formulas, no shortcut)."""
+    k = max(1, min(taus[0].shape) // len(taus))
+    parts = [_svd64(t, k) for t in taus]
+    U, S, Vh = (torch.cat([p[j] for p in parts], 1 if j == 0 else 0) for j in range(3))
+    return (_polar64(U) * S) @ _polar64(Vh)
+
+
+def iso_cts_reference(taus, f):
+    """Iso-CTS of one matrix from full float64 SVDs, the projection formed explicitly."""
+    K, (m, n) = len(taus), taus[0].shape
+    r = min(m, n)
+    n_ts = int(round((r - int(r * f)) / K)) * K
+    k_c, k_t = r - n_ts, n_ts // K
+    U, S, Vh = _svd64(sum(t.double() for t in taus))
+    Uc = U[:, :k_c]
+    parts = [_svd64(t.double() - Uc @ (Uc.T @ t.double()), k_t) for t in taus]
+    Ucomb = torch.cat([p[0] for p in parts] + [Uc], 1)
+    Scomb = torch.cat([p[1] for p in parts] + [S[:k_c]])
+    Vcomb = torch.cat([p[2] for p in parts] + [Vh[:k_c]], 0)
+    return Scomb.mean() * (_polar64(Ucomb) @ _polar64(Vcomb))
+
+
+@pytest.mark.parametrize("shape", [(40, 12), (12, 40), (20, 20)])  # tall (projection by Gram), wide, square
+def test_tsv_and_iso_cts_match_their_full_svd_formulas(shape):
+    g = torch.Generator().manual_seed(5)
+    taus = [torch.randn(*shape, generator=g) * torch.logspace(0, -2, shape[1]) for _ in range(3)]
+    p, f = models(*taus)
+    for f_c in (0.6, 0.8):
+        got = catlib.merge("iso_cts", p, f, common_fraction=f_c)["w"]
+        assert torch.allclose(got.double(), iso_cts_reference(taus, f_c), atol=1e-6, rtol=1e-5)
+    assert torch.allclose(catlib.merge("tsv_m", p, f)["w"].double(), tsv_reference(taus), atol=1e-6, rtol=1e-5)
 
 
 def test_iso_cts_runs_and_wudi_single_task_unchanged():

@@ -174,8 +174,64 @@ def top_eigh_dense(M: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]
     return w.flip(0)[:k], U.flip(1)[:, :k]
 
 
-def polar(A: torch.Tensor) -> torch.Tensor:
-    """Nearest matrix with orthonormal columns (or rows) to ``A``: ``P Qᵀ`` from ``A = P Σ Qᵀ``."""
+def _eigh_desc(G: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Eigenpairs of a symmetric ``G``, largest first."""
+    w, Q = torch.linalg.eigh(G)
+    return w.flip(0), Q.flip(1)
+
+
+def top_svd(
+    A: torch.Tensor, k: int, rtol: float = 1e-4, without: Optional[torch.Tensor] = None
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ``k`` largest singular triplets of a 2-D ``A`` (m × n): ``U`` (m × k), ``S`` (k,), ``Vh`` (k × n), float64.
+    With ``without`` (orthonormal columns ``W``, m × j): those of ``(I − W Wᵀ) A``.
+
+    From the eigendecomposition of the smaller Gram matrix (``AᵀA`` or ``AAᵀ``) and one product ``A V / S``: 3-5×
+    faster than a full SVD at ViT sizes (a 768 × 3072 matrix: 0.15 s against 0.68 s on 2 cores). In float64 the
+    squared spectrum costs accuracy only where ``σ_k`` is small against ``σ_1`` (relative error about
+    ``eps · σ_1² / σ_k²``), so the full SVD is used when ``σ_k < rtol · σ_1``. For a tall ``A`` the projection is
+    never formed (Gram ``AᵀA − CᵀC`` with ``C = WᵀA``). Signs may differ from ``torch.linalg.svd``'s, pair by pair."""
+    A = A.double()
+    k = min(int(k), min(A.shape))
+    columns = A.shape[0] >= A.shape[1]
+    W = None if without is None else without.double()
+    if W is not None and not columns:  # a wide A: its Gram is m × m either way, so project it
+        A, W = A - W @ (W.T @ A), None
+    C = None if W is None else W.T @ A
+    if columns:
+        w, Q = _eigh_desc(A.T @ A if C is None else A.T @ A - C.T @ C)
+    else:
+        w, Q = _eigh_desc(A @ A.T)
+    S = w[:k].clamp_min(0.0).sqrt()
+    if k > 0 and S[-1] >= rtol * S[0] > 0:
+        Q = Q[:, :k]
+        if not columns:
+            return Q.contiguous(), S, (Q.T @ A) / S[:, None]
+        AQ = A @ Q if C is None else A @ Q - W @ (C @ Q)
+        return AQ / S, S, Q.T.contiguous()
+    U, S, Vh = torch.linalg.svd(A if C is None else A - W @ C, full_matrices=False)
+    return U[:, :k], S[:k], Vh[:k]
+
+
+def complement(U: torch.Tensor) -> torch.Tensor:
+    """An orthonormal basis (m × (m − k), float64) of the orthogonal complement of the orthonormal columns of ``U``
+    (m × k): the eigenvectors of the projector ``U Uᵀ`` with eigenvalue 0 (a gap of 1 to the others)."""
+    U = U.double()
+    return torch.linalg.eigh(U @ U.T)[1][:, : U.shape[0] - U.shape[1]].contiguous()
+
+
+def polar(A: torch.Tensor, rtol: float = 1e-4) -> torch.Tensor:
+    """Nearest matrix with orthonormal columns (or rows) to ``A``: ``P Qᵀ`` from ``A = P Σ Qᵀ``, float64.
+
+    As ``A (AᵀA)^(-1/2)`` (or ``(AAᵀ)^(-1/2) A``) from one symmetric eigendecomposition (3-5× cheaper than the SVD
+    at ViT sizes) when ``A``'s singular values are within a factor ``1 / rtol`` of each other (error about
+    ``eps / rtol²``); otherwise (nearly rank-deficient ``A``, where the factor is not unique) from the SVD."""
+    A = A.double()
+    columns = A.shape[0] >= A.shape[1]
+    w, Q = _eigh_desc(A.T @ A if columns else A @ A.T)
+    if w.numel() and w[-1] >= rtol**2 * w[0] > 0:
+        inv_sqrt = (Q * w.rsqrt()) @ Q.T
+        return A @ inv_sqrt if columns else inv_sqrt @ A
     P, _, Qh = torch.linalg.svd(A, full_matrices=False)
     return P @ Qh
 
@@ -190,10 +246,16 @@ def _chunks(source, chunk: int):
 
 
 def _ordered_bins(x: torch.Tensor) -> torch.Tensor:
-    """Bin index in [0, 65536) monotone in the fp32 value (top 16 bits of the order-preserving integer key)."""
+    """Bin index in [0, 65536) (int32) monotone in the fp32 value: the top 16 bits of the order-preserving integer
+    key (negative floats' bits flipped below the sign). One new tensor, the rest in place (the allocations, not the
+    arithmetic, dominated this at ViT scale)."""
     b = x.float().contiguous().view(torch.int32)
-    key = torch.where(b >= 0, b, b ^ 0x7FFFFFFF)  # signed-int order == float order
-    return ((key >> 16) + 32768).long()
+    key = b >> 31  # −1 where the sign bit is set, else 0
+    key &= 0x7FFFFFFF
+    key ^= b  # signed-int order == float order
+    key >>= 16
+    key += 32768
+    return key
 
 
 def kth_largest(source, k, chunk: int = 1 << 22) -> torch.Tensor:
@@ -201,10 +263,11 @@ def kth_largest(source, k, chunk: int = 1 << 22) -> torch.Tensor:
 
     ``source``: a tensor, a list of tensors, or a zero-argument callable returning an iterable of tensors (called
     twice, so chunks may be computed on the fly and never stored together). Chunks are 1-D (one row; ``k`` an
-    int, returns a 0-d tensor) or (R, n) with R rows sharing the chunking (``k`` a sequence of R ints, returns
-    (R,)). Two streaming passes, O(chunk) extra memory (a global ``kthvalue`` or sort needs several copies of the
-    whole input): pass 1 histograms the top 16 bits of an order-preserving integer view of the fp32 values, pass
-    2 collects the entries of the bin holding the k-th value and selects inside it.
+    int, returns a 0-d tensor) or (R, n) with R rows sharing the chunking: ``k`` a sequence of R ints returns (R,);
+    R sequences of m ints (several ranks per row, e.g. both clamp bounds) return (R, m) from the same two passes.
+    Two streaming passes, O(chunk) extra memory (a global ``kthvalue`` or sort needs several copies of the whole
+    input): pass 1 histograms the top 16 bits of an order-preserving integer view of the fp32 values, pass 2
+    collects the entries of the bins holding the k-th values and selects inside them.
     """
     nb = 1 << 16
     hist, rows = None, None
@@ -214,41 +277,39 @@ def kth_largest(source, k, chunk: int = 1 << 22) -> torch.Tensor:
         if hist is None:
             rows = c2.shape[0]
             hist = torch.zeros(rows * nb, dtype=torch.int64)
-        offs = (torch.arange(rows) * nb).view(-1, 1)
-        hist += torch.bincount((_ordered_bins(c2) + offs).reshape(-1), minlength=rows * nb)
+        bins = _ordered_bins(c2)
+        bins += (torch.arange(rows, dtype=torch.int32) * nb).view(-1, 1)
+        hist += torch.bincount(bins.reshape(-1), minlength=rows * nb)
     if hist is None:
         raise ValueError("kth_largest of an empty source")
-    scalar = not isinstance(k, (list, tuple, torch.Tensor))
-    ks = [int(k)] * rows if scalar else [int(v) for v in k]
+    kt = torch.as_tensor(k, dtype=torch.int64)
+    if kt.dim() > 2 or (kt.dim() > 0 and kt.shape[0] != rows):
+        raise ValueError(f"k of shape {tuple(kt.shape)} for {rows} rows: give an int, {rows} ints or {rows} lists")
+    ks = (kt.expand(rows) if kt.dim() == 0 else kt).reshape(rows, -1).tolist()
     hist = hist.view(rows, nb)
     above = torch.cumsum(hist.flip(1), 1).flip(1) - hist  # entries in strictly higher bins
-    bins, k_in = [], []
+    where = []  # per row: [(bin, rank inside the bin)] for each asked rank
     for r in range(rows):
         n = int(hist[r].sum())
-        if not 1 <= ks[r] <= n:
-            raise ValueError(f"k={ks[r]} outside [1, {n}]")
-        b = int(torch.nonzero((above[r] < ks[r]) & (above[r] + hist[r] >= ks[r])).max())
-        bins.append(b)
-        k_in.append(ks[r] - int(above[r, b]))
-    bins_t = torch.tensor(bins).view(-1, 1)
-    vals = [[] for _ in range(rows)]
+        where.append([])
+        for kr in ks[r]:
+            if not 1 <= kr <= n:
+                raise ValueError(f"k={kr} outside [1, {n}]")
+            b = int(torch.nonzero((above[r] < kr) & (above[r] + hist[r] >= kr)).max())
+            where[r].append((b, kr - int(above[r, b])))
+    vals = [{b: [] for b, _ in w} for w in where]
     for c in _chunks(source, chunk):
         c = c.detach().float().cpu()
         c2 = c.reshape(rows, -1)
-        hit = _ordered_bins(c2) == bins_t
+        bins = _ordered_bins(c2)
         for r in range(rows):
-            vals[r].append(c2[r][hit[r]])
-    out = torch.stack([torch.topk(torch.cat(vals[r]), k_in[r]).values[-1] for r in range(rows)])
-    return out[0] if scalar and rows == 1 else out
+            for b, got in vals[r].items():
+                got.append(c2[r][bins[r] == b])
+    picked = {(r, b): torch.cat(v) for r in range(rows) for b, v in vals[r].items()}
+    out = torch.tensor([[float(torch.topk(picked[r, b], kb).values[-1]) for b, kb in w] for r, w in enumerate(where)])
+    return out.reshape(kt.shape) if kt.dim() else out.reshape(rows)[0] if rows == 1 else out.reshape(rows)
 
 
 def kth_largest_abs(source, k, chunk: int = 1 << 22) -> torch.Tensor:
     """:func:`kth_largest` of ``|x|``."""
     return kth_largest(lambda: (c.abs() for c in _chunks(source, chunk)), k, chunk)
-
-
-def quantile_stream(source, q: float) -> torch.Tensor:
-    """The lower ``q``-quantile (0 ≤ q ≤ 1) of all entries of a one-row ``source`` (see :func:`kth_largest`;
-    works beyond ``torch.quantile``'s 2^24-entry limit)."""
-    n = sum(int(c.numel()) for c in _chunks(source, 1 << 22))
-    return kth_largest(source, n - int(q * (n - 1)))

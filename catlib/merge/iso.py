@@ -13,7 +13,7 @@ from typing import Annotated
 
 import torch
 
-from ..core.linalg import polar
+from ..core.linalg import complement, polar, top_svd
 from ._common import each_key
 from .registry import BOOK_SCALES, Knob, register
 
@@ -29,16 +29,20 @@ def iso_cts_matrix(t: torch.Tensor, f: float) -> torch.Tensor:
     k_c0 = int(r * f)
     n_ts = int(round((r - k_c0) / K)) * K
     k_c, k_t = r - n_ts, n_ts // K
-    U, S, Vh = torch.linalg.svd(t.double().sum(0), full_matrices=False)
-    Uc = U[:, :k_c]
+    Uc, S, Vh = top_svd(t.double().sum(0), k_c)
     Us, Ss, Vs = [], [], []  # task-specific blocks first, then the common subspace
+    W = complement(Uc) if m - k_c <= n and k_t > 0 else None  # (I − Uc Ucᵀ) = W Wᵀ: work in W's coordinates
     for i in range(K if k_t > 0 else 0):
         ti = t[i].double()
-        u, s, vh = torch.linalg.svd(ti - Uc @ (Uc.T @ ti), full_matrices=False)
-        Us.append(u[:, :k_t]), Ss.append(s[:k_t]), Vs.append(vh[:k_t])
+        if W is None:
+            u, s, vh = top_svd(ti, k_t, without=Uc)
+        else:  # the SVD of W (Wᵀ τ_i): (m − k_c) rows instead of m
+            u, s, vh = top_svd(W.T @ ti, k_t)
+            u = W @ u
+        Us.append(u), Ss.append(s), Vs.append(vh)
     Ucomb = torch.cat(Us + [Uc], 1)
-    Scomb = torch.cat(Ss + [S[:k_c]])
-    Vcomb = torch.cat(Vs + [Vh[:k_c]], 0)
+    Scomb = torch.cat(Ss + [S])
+    Vcomb = torch.cat(Vs + [Vh], 0)
     return Scomb.mean() * (polar(Ucomb) @ polar(Vcomb))
 
 

@@ -47,38 +47,45 @@ def pcb(
     K, D = len(vectors), numel(vectors)
     keys = keys_of(vectors)
     absrows = _rows(vectors, lambda key: stacked(vectors, key))
-    hi = kth_largest_abs(absrows, [max(1, int(math.ceil(clamp * D)))] * K)
-    lo = kth_largest_abs(absrows, [max(1, D - int(math.floor(clamp * D)))] * K)
+    ranks = [max(1, int(math.ceil(clamp * D))), max(1, D - int(math.floor(clamp * D)))]
+    hi, lo = kth_largest_abs(absrows, [ranks] * K).unbind(1)  # both clamp bounds from the same two passes
     span = (hi - lo).clamp_min(1e-30)
+    iu, ju = torch.triu_indices(K, K)  # the K(K+1)/2 pairs i ≤ j: tanh(ñ_i ⊙ ñ_j) is symmetric
+    pair = torch.zeros(K, K, dtype=torch.long)
+    pair[iu, ju] = pair[ju, iu] = torch.arange(len(iu))
 
     def clamped(t, shape):
         """a = clamp(|τ|, lo, hi) per task row, (K, *shape)."""
-        return torch.minimum(torch.maximum(t.abs(), lo.view(shape)), hi.view(shape))
+        a = t.abs()
+        return torch.minimum(torch.maximum(a, lo.view(shape), out=a), hi.view(shape), out=a)
 
-    def balance(key):
+    def balance(key, chunk=1 << 16):
         """β = β_intra ⊙ β_inter of one key, (K, *shape)."""
         t = stacked(vectors, key)
         shape = (K,) + (1,) * (t.dim() - 1)
-        na = (clamped(t, shape) - lo.view(shape)) / span.view(shape)
-        n = torch.sign(t) * na
-        intra = torch.exp(K * na**2)
-        if inter == "pairwise":
-            inter_s = torch.stack([torch.tanh(n[i] * n).sum(0) for i in range(K)])
+        na = clamped(t, shape).sub_(lo.view(shape)).div_(span.view(shape))
+        n = torch.sign(t).mul_(na).reshape(K, -1)
+        beta = torch.exp_(na.square_().mul_(K))  # intra, in place of na
+        if inter == "pairwise":  # Σ_j tanh(ñ_i ⊙ ñ_j): each pair's tanh once, summed over j as (K, K, c).sum(1)
+            flat = beta.view(K, -1)
+            for s in range(0, n.shape[1], chunk):
+                nc = n[:, s : s + chunk]
+                flat[:, s : s + chunk] *= torch.tanh_(nc[iu] * nc[ju])[pair].sum(1)
         else:
-            inter_s = torch.tanh(t * n.sum(0))
-        return intra * inter_s
+            beta *= torch.tanh(t * n.sum(0).view(t.shape[1:]))
+        return beta
 
     betas = {key: balance(key) for key in keys}  # the K² balancing once (K × D fp32 held), not once per pass
     beta_rows = _rows(vectors, betas.__getitem__)
     thr = kth_largest(beta_rows, [max(1, int(math.ceil(ratio * D)))] * K)
     bmax = torch.stack([b.max(1).values for b in beta_rows()]).max(0).values
+    denom = (bmax - thr).clamp_min(1e-30)
     out = {}
     for key in keys:
         t = stacked(vectors, key)
         shape = (K,) + (1,) * (t.dim() - 1)
-        tbar = torch.sign(t) * clamped(t, shape)
-        beta = betas.pop(key)
-        b = torch.maximum(beta, thr.view(shape))
-        s = (b - thr.view(shape)) / (bmax - thr).clamp_min(1e-30).view(shape)
-        out[key] = alpha * (tbar * s).sum(0) / s.sum(0).clamp_min(1e-12)
+        tbar = clamped(t, shape).mul_(torch.sign(t))
+        s = betas.pop(key)  # s = (max(β, t) − t) / (max β − t), in place of β
+        s = torch.maximum(s, thr.view(shape), out=s).sub_(thr.view(shape)).div_(denom.view(shape))
+        out[key] = alpha * tbar.mul_(s).sum(0) / s.sum(0).clamp_min(1e-12)
     return out

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import torch
 
-from ..core.linalg import polar
+from ..core.linalg import polar, top_svd
 from ._common import each_key
 from .registry import BOOK_SCALES, Knob, register
 
@@ -21,11 +21,8 @@ def tsv_matrix(t: torch.Tensor) -> torch.Tensor:
     """t: (K, m, n) → the TSV-M merged (m, n) matrix."""
     K, m, n = t.shape
     k = max(1, min(m, n) // K)
-    Us, Ss, Vs = [], [], []
-    for i in range(K):
-        U, S, Vh = torch.linalg.svd(t[i].double(), full_matrices=False)
-        Us.append(U[:, :k]), Ss.append(S[:k]), Vs.append(Vh[:k])
-    U, S, Vh = torch.cat(Us, 1), torch.cat(Ss), torch.cat(Vs, 0)
+    Us, Ss, Vhs = zip(*(top_svd(t[i], k) for i in range(K)))
+    U, S, Vh = torch.cat(Us, 1), torch.cat(Ss), torch.cat(Vhs, 0)
     return (polar(U) * S) @ polar(Vh)
 
 
