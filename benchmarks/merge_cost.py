@@ -1,11 +1,12 @@
-"""Wall time and peak memory of every merge method at real ViT-B/32 scale.
+"""Wall time and peak memory of every merge method at real ViT-B/32 scale (``--model ViT-L-14``: ViT-L/14's).
 
 Setting: the open_clip ViT-B/32 visual tower with random weights (``open_clip.create_model('ViT-B-32',
-pretrained=None).visual``, 87.85 M parameters), 8 synthetic fine-tuned models (θ0 + a low-rank part + noise per
-task), statistics from ``--exemplars`` random 224×224 images per task (50 tokens each) collected with the real
-hooks. Each method runs in a fresh subprocess so its peak RSS is its own; the merge is timed with its statistics
-already computed (the statistics' own time is a separate row). Prints a table with the ratio to task arithmetic
-measured in the same run, then one JSON line ``{method: {"seconds": s, "peak_mb": m}}``.
+pretrained=None).visual``, 87.85 M parameters; ViT-L/14: 24 layers of width 1024, 303.97 M), 8 synthetic fine-tuned
+models (θ0 + a low-rank part + noise per task), statistics from ``--exemplars`` random 224×224 images per task (50
+tokens each; ViT-L/14: 257) collected with the real hooks. Each method runs in a fresh subprocess so its peak RSS is
+its own; the merge is timed with its statistics already computed (the statistics' own time is a separate row).
+Prints a table with the ratio to task arithmetic measured in the same run, then one JSON line ``{method:
+{"seconds": s, "peak_mb": m}}``.
 
 ``peak_mb`` is the peak resident memory during the merge (the counter is reset once the inputs and statistics
 exist, Linux ``clear_refs``) minus the process's memory before the inputs were created, so it counts the inputs
@@ -14,6 +15,7 @@ exist, Linux ``clear_refs``) minus the process's memory before the inputs were c
 
     python benchmarks/merge_cost.py                     # all methods, CPU
     python benchmarks/merge_cost.py --methods cat ties --device cuda
+    python benchmarks/merge_cost.py --model ViT-L-14 --exemplars 3 --methods cat
 """
 
 from __future__ import annotations
@@ -79,15 +81,15 @@ def reset_peak() -> None:
         pass
 
 
-def make_inputs(K: int, seed: int, width: int = None, layers: int = None):
-    """(visual tower, θ0, [K fine-tuned state dicts]): open_clip's ViT-B/32 visual tower with random weights, or with
-    ``width``/``layers`` a VisionTransformer of that size (patch 32, 224 px, heads = width / 64), and per task
+def make_inputs(K: int, seed: int, width: int = None, layers: int = None, model: str = "ViT-B-32"):
+    """(visual tower, θ0, [K fine-tuned state dicts]): open_clip's ``model`` visual tower with random weights, or
+    with ``width``/``layers`` a VisionTransformer of that size (patch 32, 224 px, heads = width / 64), and per task
     θ0 + a rank-8 part + noise on every tensor."""
     import open_clip
 
     torch.manual_seed(seed)
     if width is None and layers is None:
-        visual = open_clip.create_model("ViT-B-32", pretrained=None).visual.eval()
+        visual = open_clip.create_model(model, pretrained=None).visual.eval()
     else:
         from open_clip.transformer import VisionTransformer
 
@@ -160,10 +162,10 @@ def timed_merge(method: str, p, fts, stats, hparams: dict):
     return seconds, peak_rss_mb(), before
 
 
-def child(method: str, K: int, n_ex: int, seed: int, device: str) -> dict:
+def child(method: str, K: int, n_ex: int, seed: int, device: str, model: str = "ViT-B-32") -> dict:
     torch.manual_seed(seed)
     base = rss_mb()
-    visual, p, fts = make_inputs(K, seed)
+    visual, p, fts = make_inputs(K, seed, model=model)
     inputs_mb = sum(v.numel() * v.element_size() for sd in [p] + fts for v in sd.values()) / 2**20
     ex, heads = exemplars(K, n_ex, seed, visual.output_dim)
     t = time.perf_counter()
@@ -180,10 +182,10 @@ def child(method: str, K: int, n_ex: int, seed: int, device: str) -> dict:
     }
 
 
-def stats_child(K: int, n_ex: int, seed: int) -> dict:
+def stats_child(K: int, n_ex: int, seed: int, model: str = "ViT-B-32") -> dict:
     from catlib.core.stats import collect_statistics
 
-    visual, p, fts = make_inputs(K, seed)
+    visual, p, fts = make_inputs(K, seed, model=model)
     g = torch.Generator().manual_seed(seed + 2)
     ex = [torch.randn(n_ex, 3, 224, 224, generator=g) for _ in range(K)]
     t = time.perf_counter()
@@ -213,10 +215,10 @@ def solver_check(seed: int) -> dict:
     return {"rel_objective_error": abs(best - got) / abs(best), "krylov_seconds": krylov_s, "eigh_seconds": eigh_s}
 
 
-def run_child(name: str, K: int, n_ex: int, seed: int, device: str) -> dict:
+def run_child(name: str, K: int, n_ex: int, seed: int, device: str, model: str = "ViT-B-32") -> dict:
     """:func:`child` (or ``"__stats__"``/``"__solver__"``) in a fresh process, so that its peak RSS is its own."""
     cmd = [sys.executable, os.path.abspath(__file__), "--child", name, "--tasks", str(K), "--exemplars", str(n_ex)]
-    cmd += ["--seed", str(seed), "--device", device]
+    cmd += ["--seed", str(seed), "--device", device, "--model", model]
     return result_of(cmd, name)
 
 
@@ -242,13 +244,19 @@ def main(argv=None) -> None:
     ap.add_argument("--exemplars", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument(
+        "--model",
+        default="ViT-B-32",
+        choices=("ViT-B-32", "ViT-B-16", "ViT-L-14"),
+        help="the open_clip visual tower whose size the state dicts have (default ViT-B-32)",
+    )
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.child:
         res = {
-            "__stats__": lambda: stats_child(a.tasks, a.exemplars, a.seed),
+            "__stats__": lambda: stats_child(a.tasks, a.exemplars, a.seed, a.model),
             "__solver__": lambda: solver_check(a.seed),
-        }.get(a.child, lambda: child(a.child, a.tasks, a.exemplars, a.seed, a.device))()
+        }.get(a.child, lambda: child(a.child, a.tasks, a.exemplars, a.seed, a.device, a.model))()
         print("RESULT " + json.dumps(res))
         return
     names = a.methods or list(catlib.methods())
@@ -256,10 +264,10 @@ def main(argv=None) -> None:
         names = ["task_arithmetic"] + names
 
     def run(name: str) -> dict:
-        return run_child(name, a.tasks, a.exemplars, a.seed, a.device)
+        return run_child(name, a.tasks, a.exemplars, a.seed, a.device, a.model)
 
     print(
-        f"ViT-B/32 visual tower, {a.tasks} task vectors, {a.exemplars} exemplars/task, torch "
+        f"{a.model} visual tower, {a.tasks} task vectors, {a.exemplars} exemplars/task, torch "
         f"{torch.__version__}, {torch.get_num_threads()} threads",
         flush=True,
     )

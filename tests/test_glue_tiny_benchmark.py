@@ -109,3 +109,58 @@ def test_the_build_command_refuses_a_replicate_without_its_zoo(tmp_path, capsys)
     assert "needs --reuse" in capsys.readouterr().err and not (tmp_path / "r1").exists()
     assert build.main(["--out", str(tmp_path / "r1"), "--reuse", str(tmp_path / "none"), "--replicate", "1"]) == 2
     assert "no built glue-tiny zoo there" in capsys.readouterr().err
+
+
+def test_refit_fine_tunes_only_the_named_tasks_and_keeps_the_others(zoo, tmp_path, capsys):
+    """``--refit stsb``: the other experts and heads are the reused zoo's; with unchanged settings the refit expert
+    is the full build's (same bytes); a new step count for the refit task changes only it; settings a kept expert
+    depends on, another replicate or a missing --reuse are refused."""
+    from safetensors.torch import load_file
+
+    from catlib.benchmarks.glue_tiny import build
+
+    quiet = lambda s: None  # noqa: E731
+    read = lambda root, t: (root / f"finetuned_{t}.safetensors").read_bytes()  # noqa: E731
+    same = build.build(tmp_path / "a", smoke=True, reuse=zoo, refit=["stsb"], log=quiet)
+    for t in build.D.TASKS:
+        name = f"finetuned_{t}.safetensors"
+        assert (tmp_path / "a" / name).read_bytes() == (zoo / name).read_bytes(), t
+    h0, h1 = load_file(str(zoo / "heads.safetensors")), load_file(str(tmp_path / "a" / "heads.safetensors"))
+    assert h0.keys() == h1.keys() and all(torch.equal(h0[k], h1[k]) for k in h0)
+    assert same["refit"]["tasks"] == ["stsb"] and same["refit"]["others_from"]["zoo"] == zoo.name
+    assert same["theta0_from"] is None and list(same["finetune_seeds"]) == list(build.D.TASKS)
+
+    import shutil
+
+    older = tmp_path / "v2"  # a zoo of build version 2, whose manifest had no "replicate" nor "theta0_from"
+    shutil.copytree(zoo, older)
+    m2 = json.loads((older / "manifest.json").read_text())
+    m2 = {k: v for k, v in m2.items() if k not in ("replicate", "theta0_from")}
+    (older / "manifest.json").write_text(json.dumps({**m2, "build_version": 2}))
+    again = build.build(tmp_path / "a2", smoke=True, reuse=older, refit=["stsb"], log=quiet)
+    assert again["theta0_from"] is None and again["refit"]["others_from"]["build_version"] == 2
+    assert read(tmp_path / "a2", "stsb") == read(zoo, "stsb")
+
+    longer = build.build(tmp_path / "b", smoke=True, reuse=zoo, refit=["stsb"], ft_steps_by_task={"stsb": 9}, log=quiet)
+    assert longer["settings"]["ft_steps_by_task"] == {"stsb": 9}
+    assert read(tmp_path / "b", "stsb") != read(zoo, "stsb") and read(tmp_path / "b", "cola") == read(zoo, "cola")
+    assert longer["results"]["individual"]["test"]["cola"] == same["results"]["individual"]["test"]["cola"]
+
+    with pytest.raises(ValueError, match=r"differ from this build's in \['ft_steps_by_task'\]"):
+        build.build(tmp_path / "c", smoke=True, reuse=zoo, refit=["stsb"], ft_steps_by_task={"cola": 9}, log=quiet)
+    with pytest.raises(ValueError, match=r"in \['ft_lr'\]"):
+        build.build(tmp_path / "c", smoke=True, reuse=zoo, refit=["stsb"], ft_lr=1e-3, log=quiet)
+    other = tmp_path / "other-data"  # kept experts fine-tuned on other data (an older generator) are refused
+    shutil.copytree(zoo, other)
+    m3 = json.loads((other / "manifest.json").read_text())
+    m3["data_sha256"]["cola"]["train"] = "0" * 64
+    (other / "manifest.json").write_text(json.dumps(m3))
+    with pytest.raises(ValueError, match=r"the data of \['cola'\] differ"):
+        build.build(tmp_path / "c", smoke=True, reuse=other, refit=["stsb"], log=quiet)
+    with pytest.raises(ValueError, match="must be replicate 1"):
+        build.build(tmp_path / "c", smoke=True, reuse=zoo, replicate=1, refit=["stsb"], log=quiet)
+    with pytest.raises(ValueError, match="unknown task"):
+        build.build(tmp_path / "c", smoke=True, reuse=zoo, refit=["nope"], log=quiet)
+    assert not (tmp_path / "c").exists()
+    assert build.main(["--out", str(tmp_path / "c"), "--refit", "stsb", "--smoke"]) == 2
+    assert "--refit needs --reuse" in capsys.readouterr().err and not (tmp_path / "c").exists()

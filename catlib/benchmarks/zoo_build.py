@@ -65,10 +65,13 @@ def half(sd: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     return {k: v.to(torch.float16) for k, v in sd.items()}
 
 
-def build_command(prog: str, description: str, build: Callable, reuse_help: str, argv: Optional[List[str]]) -> int:
+def build_command(
+    prog: str, description: str, build: Callable, reuse_help: str, argv: Optional[List[str]], refit: bool = False
+) -> int:
     """The ``python -m catlib.benchmarks.<zoo>.build`` command: ``--out``, ``--threads``, ``--jobs``, ``--seed``,
-    ``--reuse``, ``--replicate``, ``--smoke`` passed to ``build(out, threads, smoke, seed, log=, jobs=, reuse=,
-    replicate=)``; a ValueError (a bad argument) is printed as one line, exit status 2."""
+    ``--reuse``, ``--replicate``, ``--smoke`` (and ``--refit TASK ...`` where ``refit``) passed to ``build(out,
+    threads, smoke, seed, log=, jobs=, reuse=, replicate=[, refit=])``; a ValueError (a bad argument) is printed as
+    one line, exit status 2."""
     ap = argparse.ArgumentParser(prog=prog, description=description)
     ap.add_argument("--out", type=Path, required=True, help="the zoo's folder (replaced when it exists)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
@@ -77,11 +80,17 @@ def build_command(prog: str, description: str, build: Callable, reuse_help: str,
     ap.add_argument("--reuse", type=Path, help=reuse_help)
     ap.add_argument("--replicate", type=int, default=0, help="with --reuse: replicate r, fine-tuning seeds + 100 r")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: the whole pipeline in seconds")
+    if refit:
+        ap.add_argument(
+            "--refit", nargs="+", default=[], metavar="TASK",
+            help="with --reuse: fine-tune only these tasks, keep the reused zoo's other experts",
+        )  # fmt: skip
     args = ap.parse_args(argv)
+    extra = {"refit": args.refit} if refit else {}
     try:
         build(
             args.out, args.threads, args.smoke, args.seed, log=lambda m: print(m, flush=True), jobs=args.jobs,
-            reuse=args.reuse, replicate=args.replicate,
+            reuse=args.reuse, replicate=args.replicate, **extra,
         )  # fmt: skip
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)

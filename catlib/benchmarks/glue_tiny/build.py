@@ -1,7 +1,8 @@
 """Build the glue-tiny zoo: ``python -m catlib.benchmarks.glue_tiny.build --out DIR [--threads N] [--jobs J]``.
 
 1. pretrain θ0 by masked-language modelling on :func:`.data.mlm_corpus` (15% of the real tokens, 80/10/10);
-2. fine-tune one expert per task from θ0 (whole encoder and a fresh :class:`.model.Head`);
+2. fine-tune one expert per task from θ0 (whole encoder and a fresh :class:`.model.Head`), ``ft_steps`` steps
+   (STS-B: ``STSB_STEPS``);
 3. measure on val and test with :data:`catlib.benchmarks.metrics.GLUE_METRIC`: Pretrained (θ0, each expert's
    head), Individual, weight averaging, task arithmetic θ0 + α Σ τ_k (α in 0.05, 0.10, ..., 1.00, chosen on val by
    the mean over tasks; --smoke: 0.25, 0.5, 0.75, 1.0);
@@ -9,7 +10,8 @@
    ``finetuned_<task>.safetensors`` (fp16, :class:`.model.Encoder` keys), ``heads.safetensors`` (fp32,
    ``<task>.dense.weight`` ...), ``manifest.json``.
 
-The encoders are measured as they are stored (fp16, computed in fp32).
+The encoders are measured as they are stored (fp16, computed in fp32). ``--reuse ZOO [--replicate R]`` takes
+ZOO's θ0 (a replicate: other fine-tuning seeds); ``--refit TASK ...`` with it re-fine-tunes only those tasks.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -35,16 +37,24 @@ from .model import MAX_LEN, Encoder, Head, tiny_config
 
 StateDict = Dict[str, torch.Tensor]
 
+# STS-B's regression stays near its label mean for ~2 500 steps before it is learned (docs/glue_tiny_log.md)
+STSB_STEPS = 8000
 FULL = dict(
     mlm_examples=40000, mlm_steps=2000, mlm_batch=64, mlm_lr=5e-4,
-    ft_steps=2500, ft_batch=32, ft_lr=3e-4, n_train=None, n_val=D.N_VAL, n_test=D.N_TEST,
-    warmup=0.06, weight_decay=0.01, eval_batch=250, alphas=tuple(round(0.05 * i, 2) for i in range(1, 21)),
+    ft_steps=2500, ft_steps_by_task={"stsb": STSB_STEPS}, ft_batch=32, ft_lr=3e-4, n_train=None, n_val=D.N_VAL,
+    n_test=D.N_TEST, warmup=0.06, weight_decay=0.01, eval_batch=250,
+    alphas=tuple(round(0.05 * i, 2) for i in range(1, 21)),
 )  # fmt: skip
 SMOKE = dict(
-    FULL, mlm_examples=300, mlm_steps=12, mlm_batch=16, ft_steps=6, ft_batch=8, n_train=64, n_val=24, n_test=24,
-    alphas=(0.25, 0.5, 0.75, 1.0),
+    FULL, mlm_examples=300, mlm_steps=12, mlm_batch=16, ft_steps=6, ft_steps_by_task={}, ft_batch=8, n_train=64,
+    n_val=24, n_test=24, alphas=(0.25, 0.5, 0.75, 1.0),
 )  # fmt: skip
-BUILD_VERSION = 2
+BUILD_VERSION = 3  # 3: STS-B fine-tuned for STSB_STEPS steps (version 2: 2 500, like every task)
+
+
+def ft_steps(cfg: dict, task: str) -> int:
+    """Fine-tuning steps of ``task``: ``ft_steps_by_task[task]``, else ``ft_steps``."""
+    return int(cfg.get("ft_steps_by_task", {}).get(task, cfg["ft_steps"]))
 
 
 def _schedule(opt: torch.optim.Optimizer, steps: int, warmup: float):
@@ -145,12 +155,13 @@ def finetune(task: D.Task, theta0: StateDict, train, cfg: dict, seed: int, log):
     enc, y = D.encode(train[0], MAX_LEN), _labels(task, train[1])
     params = list(encoder.parameters()) + list(head.parameters())
     model = torch.nn.ModuleDict({"encoder": encoder, "head": head})
+    steps = ft_steps(cfg, task.name)
     opt = _optimizer(model, cfg["ft_lr"], cfg["weight_decay"])
-    sched = _schedule(opt, cfg["ft_steps"], cfg["warmup"])
+    sched = _schedule(opt, steps, cfg["warmup"])
     gen = torch.Generator().manual_seed(seed)
     model.train()
     running = None
-    for step, idx in enumerate(_batches(len(y), cfg["ft_batch"], cfg["ft_steps"], gen)):
+    for step, idx in enumerate(_batches(len(y), cfg["ft_batch"], steps, gen)):
         ids, attn = _trim(enc, idx)
         loss = _loss(task, head(encoder(ids, attn)), y[idx])
         opt.zero_grad(set_to_none=True)
@@ -159,7 +170,7 @@ def finetune(task: D.Task, theta0: StateDict, train, cfg: dict, seed: int, log):
         opt.step()
         sched.step()
         running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
-    log(f"  {task.name}: {cfg['ft_steps']} steps, final loss {running:.3f}")
+    log(f"  {task.name}: {steps} steps, final loss {running:.3f}")
     sd = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
     return sd, {k: v.detach().clone() for k, v in head.state_dict().items() if not k.startswith("dropout")}
 
@@ -228,6 +239,7 @@ def build(
     jobs: int = 1,
     reuse: Optional[Path] = None,
     replicate: int = 0,
+    refit: Sequence[str] = (),
     **overrides,
 ) -> dict:
     """Build the zoo into ``out`` (written under a temporary name, then renamed); return the manifest. ``threads``:
@@ -235,35 +247,48 @@ def build(
     thread each (the experts do not depend on it: each has its own seed). ``reuse``: a built zoo whose θ0, seed and
     settings are taken (no pretraining); with ``replicate`` r > 0 the experts are fine-tuned with the seeds
     ``seed + 1 + k + 100 r`` (task k), a replicate of that zoo (loaded as ``load_benchmark("glue-tiny",
-    replicate=r)`` from ``<zoo>-r<r>``)."""
+    replicate=r)`` from ``<zoo>-r<r>``). ``refit`` (with ``reuse``, which must be replicate ``replicate`` itself):
+    fine-tune only these tasks with this version's settings and copy the other experts and heads from ``reuse``,
+    which must have been built with the settings this version gives them (so the kept experts are the ones a full
+    build of this version fine-tunes, on the same machine and thread count)."""
     if threads < 1:
         raise ValueError(f"threads must be ≥ 1, got {threads}")
     if jobs < 1:
         raise ValueError(f"jobs must be ≥ 1, got {jobs}")
     if replicate < 0 or (replicate and reuse is None):
         raise ValueError(f"replicate must be ≥ 0 and needs --reuse (the zoo whose θ0 it shares), got {replicate}")
-    reused = None
-    if reuse is not None:
-        from safetensors.torch import load_file
-
-        reuse = Path(reuse)
-        if not (reuse / "manifest.json").is_file() or not (reuse / "pretrained.safetensors").is_file():
-            raise ValueError(f"--reuse {reuse}: no built glue-tiny zoo there (manifest.json, pretrained.safetensors)")
-        reused = json.loads((reuse / "manifest.json").read_text())
-        if reused.get("build_version") != BUILD_VERSION or reused.get("smoke") != smoke or overrides:
-            raise ValueError(
-                f"--reuse {reuse}: built by build version {reused.get('build_version')} (smoke "
-                f"{reused.get('smoke')}); this is version {BUILD_VERSION} (smoke {smoke}) and a replicate takes the "
-                "zoo's settings unchanged (no --set)"
-            )
-        if sha256_file(reuse / "pretrained.safetensors") != reused["files"]["pretrained.safetensors"]["sha256"]:
-            raise ValueError(f"--reuse {reuse}: pretrained.safetensors differs from its manifest's sha256")
-        seed = int(reused["seed"])
+    refit = list(refit)
+    if refit and reuse is None:
+        raise ValueError("--refit needs --reuse (the zoo whose other experts it keeps)")
+    if set(refit) - set(D.TASKS):
+        raise ValueError(f"--refit: unknown task(s) {sorted(set(refit) - set(D.TASKS))}; known: {sorted(D.TASKS)}")
     cfg = dict(SMOKE if smoke else FULL)
     unknown = set(overrides) - set(cfg)
     if unknown:
         raise ValueError(f"unknown build settings {sorted(unknown)}; known: {sorted(cfg)}")
     cfg.update(overrides)
+    reused = None
+    if reuse is not None:
+        reuse = Path(reuse)
+        if not (reuse / "manifest.json").is_file() or not (reuse / "pretrained.safetensors").is_file():
+            raise ValueError(f"--reuse {reuse}: no built glue-tiny zoo there (manifest.json, pretrained.safetensors)")
+        reused = json.loads((reuse / "manifest.json").read_text())
+        for name in (
+            ["pretrained.safetensors"]
+            + (["heads.safetensors"] if refit else [])
+            + [f"finetuned_{t}.safetensors" for t in D.TASKS if refit and t not in refit]
+        ):
+            if not (reuse / name).is_file() or sha256_file(reuse / name) != reused["files"][name]["sha256"]:
+                raise ValueError(f"--reuse {reuse}: {name} is missing or differs from its manifest's sha256")
+        if refit:
+            _check_refit(reuse, reused, cfg, smoke, replicate, refit)
+        elif reused.get("build_version") != BUILD_VERSION or reused.get("smoke") != smoke or overrides:
+            raise ValueError(
+                f"--reuse {reuse}: built by build version {reused.get('build_version')} (smoke "
+                f"{reused.get('smoke')}); this is version {BUILD_VERSION} (smoke {smoke}) and a replicate takes the "
+                "zoo's settings unchanged (no --set)"
+            )
+        seed = int(reused["seed"])
     torch.set_num_threads(threads)
     out = Path(out)
     timings: Dict[str, float] = {}
@@ -284,9 +309,17 @@ def build(
                 splits[name][split] = (D.encode(ex, MAX_LEN), y)
     timings["data_s"] = time.time() - t
     log(f"data: {timings['data_s']:.1f} s")
+    changed = [t for t in D.TASKS if refit and t not in refit and data_sha[t] != reused["data_sha256"][t]]
+    if changed:
+        raise ValueError(
+            f"--reuse {reuse}: the data of {changed} differ from those its experts were fine-tuned on (another "
+            "generator): build the whole zoo instead of --refit"
+        )
 
     t = time.time()
     if reused is not None:
+        from safetensors.torch import load_file
+
         theta0 = {k: v.to(torch.float32) for k, v in load_file(str(reuse / "pretrained.safetensors")).items()}
         log(f"θ0 from {reuse} (replicate {replicate})")
     else:
@@ -297,7 +330,18 @@ def build(
     t = time.time()
     experts, heads = {}, {}
     ft_seeds = {name: seed + 1 + k + 100 * replicate for k, name in enumerate(D.TASKS)}
-    jobs_args = [(name, theta0, raw[name], cfg, ft_seeds[name]) for name in D.TASKS]
+    jobs_args = [(name, theta0, raw[name], cfg, ft_seeds[name]) for name in D.TASKS if not refit or name in refit]
+    if refit:  # the other experts and heads as the reused zoo stores them
+        from safetensors.torch import load_file
+
+        flat = load_file(str(reuse / "heads.safetensors"))
+        for name in D.TASKS:
+            if name not in refit:
+                sd = load_file(str(reuse / f"finetuned_{name}.safetensors"))
+                experts[name] = {k: v.to(torch.float32) for k, v in sd.items()}
+                heads[name] = {k.split(".", 1)[1]: v for k, v in flat.items() if k.split(".", 1)[0] == name}
+        kept = ", ".join(t for t in D.TASKS if t not in refit)
+        log(f"experts of {kept} from {reuse}; fine-tuning {', '.join(refit)}")
     if jobs > 1:  # one process per expert, one thread each: the same numbers as jobs=1, in less wall time
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
@@ -311,6 +355,7 @@ def build(
             for line in lines:
                 log(line)
         experts[name], heads[name] = fp16_round(sd), head
+    experts, heads = {t: experts[t] for t in D.TASKS}, {t: heads[t] for t in D.TASKS}  # the tasks' order
     timings["finetune_s"] = time.time() - t
     log(f"fine-tuning: {timings['finetune_s']:.0f} s")
 
@@ -329,7 +374,19 @@ def build(
         "replicate": replicate,
         "theta0_from": None
         if reuse is None
+        else reused.get("theta0_from")
+        if refit
         else {"zoo": reuse.name, "sha256": sha256_file(reuse / "pretrained.safetensors")},
+        "refit": None
+        if not refit
+        else {
+            "tasks": refit,
+            "others_from": {
+                "zoo": reuse.name,
+                "build_version": reused["build_version"],
+                "manifest_sha256": sha256_file(reuse / "manifest.json"),
+            },
+        },
         "settings": cfg,
         "model_config": tiny_config().to_dict(),
         "max_len": MAX_LEN,
@@ -350,6 +407,29 @@ def build(
     write_zoo(out, theta0, experts, heads, manifest)
     log(f"wrote {out} in {time.time() - t_all:.0f} s")
     return manifest
+
+
+def _check_refit(reuse: Path, reused: dict, cfg: dict, smoke: bool, replicate: int, refit: List[str]) -> None:
+    """Refuses a ``--refit`` whose kept experts a full build with ``cfg`` would not reproduce: another replicate,
+    smoke setting, or a setting other than the refit tasks' own steps."""
+    if reused.get("smoke") != smoke or int(reused.get("replicate", 0)) != replicate:
+        raise ValueError(
+            f"--reuse {reuse}: replicate {reused.get('replicate', 0)} (smoke {reused.get('smoke')}); --refit keeps "
+            f"its other experts, so it must be replicate {replicate} (smoke {smoke}) itself"
+        )
+
+    def kept(settings: dict) -> dict:
+        steps = {t: ft_steps(settings, t) for t in D.TASKS if t not in refit}
+        return {**{k: v for k, v in settings.items() if k != "ft_steps_by_task"}, "ft_steps_by_task": steps}
+
+    old, new = kept(json.loads(json.dumps(reused["settings"]))), kept(json.loads(json.dumps(cfg)))
+    old.pop("ft_steps", None), new.pop("ft_steps", None)  # folded into the kept tasks' steps
+    if old != new:
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise ValueError(
+            f"--reuse {reuse}: its settings differ from this build's in {diff}, which the kept experts depend on: "
+            "build the whole zoo instead of --refit"
+        )
 
 
 def measure(theta0: StateDict, experts: Dict[str, StateDict], heads: Dict[str, StateDict], splits, cfg, log) -> dict:
@@ -388,7 +468,7 @@ def write_zoo(out: Path, theta0: StateDict, experts, heads, manifest: dict) -> N
 def main(argv: Optional[List[str]] = None) -> int:
     return build_command(
         "python -m catlib.benchmarks.glue_tiny.build", __doc__.split("\n")[0], build,
-        "a built zoo whose θ0, seed and settings to take (no pretraining)", argv,
+        "a built zoo whose θ0, seed and settings to take (no pretraining)", argv, refit=True,
     )  # fmt: skip
 
 
