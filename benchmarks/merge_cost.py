@@ -1,12 +1,12 @@
-"""Wall time and peak memory of every merge method at real ViT-B/32 scale (``--model ViT-L-14``: ViT-L/14's).
+"""Wall time and peak memory of every merge method at real ViT-B/32 scale (``--model``: ViT-B/16's or ViT-L/14's).
 
 Setting: the open_clip ViT-B/32 visual tower with random weights (``open_clip.create_model('ViT-B-32',
 pretrained=None).visual``, 87.85 M parameters; ViT-L/14: 24 layers of width 1024, 303.97 M), 8 synthetic fine-tuned
 models (θ0 + a low-rank part + noise per task), statistics from ``--exemplars`` random 224×224 images per task (50
-tokens each; ViT-L/14: 257) collected with the real hooks. Each method runs in a fresh subprocess so its peak RSS is
-its own; the merge is timed with its statistics already computed (the statistics' own time is a separate row).
-Prints a table with the ratio to task arithmetic measured in the same run, then one JSON line ``{method:
-{"seconds": s, "peak_mb": m}}``.
+tokens each; ViT-B/16: 197, ViT-L/14: 257) collected with the real hooks. Each method runs in a fresh subprocess
+so its peak RSS is its own; the merge is timed with its statistics already computed (the statistics' own time is a
+separate row). Prints a table with the ratio to task arithmetic measured in the same run, then one JSON line
+``{method: {"seconds": s, "peak_mb": m}}``.
 
 ``peak_mb`` is the peak resident memory during the merge (the counter is reset once the inputs and statistics
 exist, Linux ``clear_refs``) minus the process's memory before the inputs were created, so it counts the inputs
